@@ -1,0 +1,119 @@
+"""What the bus costs: the same tiny job run directly in one process and through NATS + S3.
+
+Both paths run the same pure stage functions with warm models; the bus path goes through the embedded
+stack (separate service processes, JetStream, SeaweedFS). Prints each run and the median ratio
+bus / direct. Goal: under 1.10.
+
+    .venv/bin/python bench/overhead.py --runs 5 --steps 10
+"""
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def direct_job(image_bytes: bytes, params: "GenerationParams") -> int:  # type: ignore[name-defined]  # noqa: F821
+    """The whole job in this process: prepare, denoise, decode, interpolate, encode. Returns MP4 size."""
+    from pipeline.decode import decode_latents, frames_to_uint8
+    from pipeline.image import prepare_image
+    from pipeline.interpolate import interpolate_to_count
+    from pipeline.latents import fps_conditioning, generate_latents
+    from pipeline.models import load_pipeline, model_defaults, pick_device
+    from pipeline.video import encode_mp4, make_poster
+
+    defaults = model_defaults(params.model)
+    device, dtype = pick_device()
+    pipe = load_pipeline(params.model, device, dtype)
+    prepared = prepare_image(image_bytes, model_size=(defaults.width, defaults.height))
+    latents = generate_latents(
+        pipe,
+        prepared.image,
+        width=prepared.width,
+        height=prepared.height,
+        num_frames=defaults.native_frames,
+        steps=params.steps,
+        cfg_scale=params.cfg_scale,
+        motion_bucket_id=params.motion_bucket_id,
+        augmentation_level=params.augmentation_level,
+        fps_cond=fps_conditioning(defaults.native_frames, params.duration),
+        seed=params.seed,
+    )
+    frames = frames_to_uint8(decode_latents(pipe.vae, latents, num_frames=defaults.native_frames, chunk_size=8))
+    video = interpolate_to_count(frames, params.frame_count)
+    mp4 = encode_mp4(video, params.fps)
+    make_poster(video[0])
+    return len(mp4)
+
+
+async def bus_job(client: "JobClient", image_bytes: bytes, params: "GenerationParams") -> None:  # type: ignore[name-defined]  # noqa: F821
+    from contracts.messages import JobCompleted
+
+    job = await client.submit(image_bytes, params, "local")
+    async for item in client.follow(job.job_id):
+        if item.event.type in ("JobCompleted", "JobFailed", "JobRejected", "JobCancelled"):
+            if not isinstance(item.event, JobCompleted):
+                raise RuntimeError(f"bus job failed: {item.event}")
+            return
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--image", type=Path, default=ROOT / "examples" / "harbor.png")
+    args = parser.parse_args()
+
+    from infra.objectstore import S3ObjectStore
+
+    from contracts.params import GenerationParams
+    from services.jobclient import JobClient
+    from services.stack.embedded import EmbeddedStack
+
+    image_bytes = args.image.read_bytes()
+    params = GenerationParams(steps=args.steps, seed=1234)
+
+    direct_job(image_bytes, params)  # warm: model build, first-call allocations
+    direct: list[float] = []
+    for i in range(args.runs):
+        t0 = time.perf_counter()
+        direct_job(image_bytes, params)
+        direct.append(time.perf_counter() - t0)
+        print(f"direct run {i + 1}: {direct[-1]:.2f}s", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="i2v-bench-") as state:
+        stack = EmbeddedStack(Path(state), say=lambda line: print(line, flush=True))
+        with stack:
+            settings = stack.settings()
+            store = S3ObjectStore(
+                settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
+            )
+
+            async def run_bus() -> list[float]:
+                client = await JobClient.connect(settings.nats_url, store)
+                times: list[float] = []
+                try:
+                    await bus_job(client, image_bytes, params)  # warm: first pulls, connections
+                    for i in range(args.runs):
+                        t0 = time.perf_counter()
+                        await bus_job(client, image_bytes, params)
+                        times.append(time.perf_counter() - t0)
+                        print(f"bus run {i + 1}: {times[-1]:.2f}s", flush=True)
+                finally:
+                    await client.close()
+                return times
+
+            bus = asyncio.run(run_bus())
+
+    d, b = statistics.median(direct), statistics.median(bus)
+    print(f"median direct {d:.2f}s  median bus {b:.2f}s  ratio {b / d:.3f}  (goal < 1.10)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""The pydantic contracts that i2v services share: parameters, object references, messages, subjects."""
+
+from contracts.messages import (
+    DeadLetter,
+    Event,
+    FramesReady,
+    ImagePrepared,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSpec,
+    JobSubmitted,
+    LatentsReady,
+    PointsReserved,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+    parse_event,
+)
+from contracts.params import GenerationParams, Resolution
+from contracts.pricing import price_points
+from contracts.refs import ObjectRef, artifact_key
+from contracts.stages import Stage
+
+__all__ = [
+    "DeadLetter",
+    "Event",
+    "FramesReady",
+    "GenerationParams",
+    "ImagePrepared",
+    "JobCancelled",
+    "JobCompleted",
+    "JobFailed",
+    "JobRejected",
+    "JobSpec",
+    "JobSubmitted",
+    "LatentsReady",
+    "ObjectRef",
+    "PointsReserved",
+    "Resolution",
+    "Stage",
+    "StageFinished",
+    "StageProgress",
+    "StageStarted",
+    "artifact_key",
+    "parse_event",
+    "price_points",
+]

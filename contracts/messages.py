@@ -1,0 +1,192 @@
+"""Messages on the bus: commands to stages and events of a job's history. Frozen and versioned."""
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from contracts.params import GenerationParams
+from contracts.refs import ObjectRef
+from contracts.stages import Stage
+
+SCHEMA_VERSION: Literal[1] = 1
+
+
+class Contract(BaseModel):
+    """Base of every message: frozen, no unknown fields, a schema version readers check."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+
+
+class JobSpec(Contract):
+    """Who asked for what; rides along every message of the job. The seed is always concrete here."""
+
+    job_id: Annotated[str, Field(pattern=r"^[a-z0-9_-]{6,64}$")]
+    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    params: GenerationParams
+    generation: Annotated[int, Field(ge=0, description="bumped by each replay")] = 0
+    submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+# --- stage commands (ride the work-queue stream) -------------------------------------------------
+
+
+class JobSubmitted(Contract):
+    """A new job: the raw upload is in the object store. Consumed by ingest."""
+
+    type: Literal["JobSubmitted"] = "JobSubmitted"
+    job: JobSpec
+    upload: ObjectRef
+
+
+class ImagePrepared(Contract):
+    """The upload was decoded, validated and resized to the model resolution. Consumed by billing."""
+
+    type: Literal["ImagePrepared"] = "ImagePrepared"
+    job: JobSpec
+    image: ObjectRef
+    width: int
+    height: int
+    source_width: int
+    source_height: int
+
+
+class PointsReserved(Contract):
+    """Billing reserved the job's price. Consumed by latent."""
+
+    type: Literal["PointsReserved"] = "PointsReserved"
+    job: JobSpec
+    image: ObjectRef
+    width: int
+    height: int
+    price: int
+
+
+class LatentsReady(Contract):
+    """Denoised latents are stored. Consumed by decode."""
+
+    type: Literal["LatentsReady"] = "LatentsReady"
+    job: JobSpec
+    latents: ObjectRef
+    native_frames: int
+    width: int
+    height: int
+    price: int
+
+
+class FramesReady(Contract):
+    """Decoded frames, interpolated to exactly duration x fps, are stored. Consumed by mux."""
+
+    type: Literal["FramesReady"] = "FramesReady"
+    job: JobSpec
+    frames: ObjectRef
+    frame_count: int
+    native_frames: int
+    width: int
+    height: int
+    price: int
+
+
+# --- events (ride the events stream; the job's history) ------------------------------------------
+
+
+class StageStarted(Contract):
+    type: Literal["StageStarted"] = "StageStarted"
+    job_id: str
+    stage: Stage
+    generation: int = 0
+    attempt: int = 1
+
+
+class StageProgress(Contract):
+    """Progress inside a stage, e.g. one denoising step of ``total``."""
+
+    type: Literal["StageProgress"] = "StageProgress"
+    job_id: str
+    stage: Stage
+    generation: int = 0
+    attempt: int = 1
+    step: int
+    total: int
+
+
+class StageFinished(Contract):
+    type: Literal["StageFinished"] = "StageFinished"
+    job_id: str
+    stage: Stage
+    generation: int = 0
+    seconds: float
+
+
+class JobCompleted(Contract):
+    """Terminal: the video and its poster are stored. Billing captures the reservation."""
+
+    type: Literal["JobCompleted"] = "JobCompleted"
+    job: JobSpec
+    video: ObjectRef
+    poster: ObjectRef
+    frame_count: int
+    fps: int
+    duration_s: float
+    width: int
+    height: int
+    price: int
+
+
+class JobFailed(Contract):
+    """Terminal: a stage gave up. Billing refunds what it reserved."""
+
+    type: Literal["JobFailed"] = "JobFailed"
+    job: JobSpec
+    stage: Stage
+    code: str
+    reason: str
+
+
+class JobRejected(Contract):
+    """Terminal: refused before any GPU work (e.g. not enough points)."""
+
+    type: Literal["JobRejected"] = "JobRejected"
+    job: JobSpec
+    code: str
+    reason: str
+    price: int
+    balance: int
+
+
+class JobCancelled(Contract):
+    """Terminal: the job was cancelled; billing refunds."""
+
+    type: Literal["JobCancelled"] = "JobCancelled"
+    job: JobSpec
+    stage: Stage | None = None
+
+
+Event = Annotated[
+    StageStarted | StageProgress | StageFinished | JobCompleted | JobFailed | JobRejected | JobCancelled,
+    Field(discriminator="type"),
+]
+TERMINAL_TYPES = frozenset({"JobCompleted", "JobFailed", "JobRejected", "JobCancelled"})
+
+_EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(data: bytes) -> Event:
+    """Decode one event from the events stream; raises pydantic's ValidationError on a bad body."""
+    return _EVENT_ADAPTER.validate_json(data)
+
+
+class DeadLetter(Contract):
+    """A command that exhausted its deliveries or could not be read, kept for inspection and replay."""
+
+    type: Literal["DeadLetter"] = "DeadLetter"
+    stage: Stage
+    subject: str
+    body: str = Field(description="the original message body, as text (undecodable bytes escaped)")
+    code: str
+    error: str
+    attempts: int
+    job_id: str | None = None
+    failed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

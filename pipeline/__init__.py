@@ -1,0 +1,1 @@
+"""Pure media and model stages; they know nothing about NATS or S3."""

@@ -1,0 +1,236 @@
+"""Which SVD checkpoint to run, on which device, and how to load it (or build the tiny one in code)."""
+
+import functools
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers.models.autoencoders.autoencoder_kl_temporal_decoder import AutoencoderKLTemporalDecoder
+from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemporalConditionModel
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+    StableVideoDiffusionPipeline,
+)
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+TINY = "tiny"
+TINY_DEFAULT_RESOLUTION: tuple[int, int] = (256, 192)
+"""(width, height) the tiny model runs at by default: small enough for a 2-core CPU, same 4:3-ish shape."""
+TINY_NATIVE_FRAMES = 8
+"""Frames the tiny UNet generates natively (its ``num_frames`` config)."""
+REAL_DEFAULT_RESOLUTION: tuple[int, int] = (1024, 576)
+"""(width, height) SVD and SVD-XT were trained at."""
+
+_TINY_SEED = 20231121
+# SVD was trained with 512-d CLIP-H image embeddings; any size works for random weights as long as
+# the image encoder's projection and the UNet's cross-attention agree.
+_TINY_EMBED_DIM = 32
+_CLIP_IMAGE_SIZE = 224  # the pipeline always resizes the conditioning image to 224x224 for CLIP
+
+ModelKind = Literal["tiny", "folder", "hub"]
+
+
+class ModelNotFoundError(Exception):
+    """The configured model is neither ``tiny``, a local diffusers folder, nor a cached hub id."""
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model name points: the built-in tiny model, a local folder or a hub snapshot in the cache."""
+
+    name: str
+    kind: ModelKind
+    path: Path | None
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    """Resolution and frame count a model generates when the job does not ask for others."""
+
+    width: int
+    height: int
+    native_frames: int
+
+
+def _not_found(name: str, why: str) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {name!r} not found ({why}): --model / I2V_MODEL must be 'tiny', a local diffusers SVD folder "
+        "(with model_index.json) or a hub id already in the local Hugging Face cache"
+    )
+
+
+def resolve_model(name: str, *, hf_cache: Path | None = None) -> ResolvedModel:
+    """Find what ``name`` refers to without touching the network; raise ModelNotFoundError otherwise.
+
+    ``hf_cache`` overrides the Hugging Face cache folder (default: the one huggingface_hub uses).
+    """
+    if name == TINY:
+        return ResolvedModel(name=name, kind="tiny", path=None)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise _not_found(name, f"the folder has no model_index.json: {folder.resolve()}")
+        return ResolvedModel(name=name, kind="folder", path=folder.resolve())
+    if folder.exists():
+        raise _not_found(name, "it is a file, not a folder")
+    try:
+        snapshot = snapshot_download(name, cache_dir=hf_cache, local_files_only=True)
+    except (LocalEntryNotFoundError, HFValidationError):
+        raise _not_found(name, "no such folder, and not in the local Hugging Face cache") from None
+    path = Path(str(snapshot))
+    if not (path / "model_index.json").is_file():
+        raise _not_found(name, f"the cached snapshot has no model_index.json: {path}")
+    return ResolvedModel(name=name, kind="hub", path=path)
+
+
+def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
+    """Return CUDA + float16 when a GPU is there, else CPU + float32; ``prefer`` ("cpu"/"cuda") overrides."""
+    if prefer not in (None, "cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or unset, got {prefer!r}")
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but torch sees no CUDA GPU")
+    if prefer == "cuda" or (prefer is None and torch.cuda.is_available()):
+        return torch.device("cuda"), torch.float16
+    return torch.device("cpu"), torch.float32
+
+
+def build_tiny_svd() -> StableVideoDiffusionPipeline:
+    """Build a tiny random-weight SVD from the real diffusers/transformers classes, on CPU in float32.
+
+    The weights are bit-identical in every process whatever the global RNG state, because the latent
+    and decode services each build their own copy and must agree.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(_TINY_SEED)
+        unet = UNetSpatioTemporalConditionModel(
+            sample_size=TINY_DEFAULT_RESOLUTION[1] // 8,
+            in_channels=8,
+            out_channels=4,
+            down_block_types=(
+                "CrossAttnDownBlockSpatioTemporal",
+                "CrossAttnDownBlockSpatioTemporal",
+                "CrossAttnDownBlockSpatioTemporal",
+                "DownBlockSpatioTemporal",
+            ),
+            up_block_types=(
+                "UpBlockSpatioTemporal",
+                "CrossAttnUpBlockSpatioTemporal",
+                "CrossAttnUpBlockSpatioTemporal",
+                "CrossAttnUpBlockSpatioTemporal",
+            ),
+            block_out_channels=(32, 32, 64, 64),
+            addition_time_embed_dim=8,
+            projection_class_embeddings_input_dim=3 * 8,  # fps, motion bucket, noise augmentation
+            layers_per_block=1,
+            cross_attention_dim=_TINY_EMBED_DIM,
+            num_attention_heads=(2, 2, 4, 4),
+            num_frames=TINY_NATIVE_FRAMES,
+        )
+        # Four blocks, like the real VAE, so latents are 1/8 of the image on each side.
+        vae = AutoencoderKLTemporalDecoder(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            block_out_channels=(32, 32, 32, 32),
+            layers_per_block=1,
+            latent_channels=4,
+            sample_size=TINY_DEFAULT_RESOLUTION[1],
+        )
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                projection_dim=_TINY_EMBED_DIM,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                image_size=_CLIP_IMAGE_SIZE,
+                patch_size=32,
+            )
+        )
+    feature_extractor = CLIPImageProcessor(crop_size=_CLIP_IMAGE_SIZE, size=_CLIP_IMAGE_SIZE)
+    scheduler = EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_type="continuous",
+        timestep_spacing="leading",
+        steps_offset=1,
+    )
+    for module in (unet, vae, image_encoder):
+        module.requires_grad_(False).eval()  # inference only; also stops dropout in the CLIP encoder
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae,
+        image_encoder=image_encoder,
+        unet=unet,
+        scheduler=scheduler,
+        feature_extractor=feature_extractor,
+    )
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+    return pipe
+
+
+def _fp16_variant(path: Path, subfolder: str) -> str | None:
+    """``"fp16"`` when the checkpoint ships half-precision weight files next to (or instead of) full ones."""
+    return "fp16" if any((path / subfolder).glob("*.fp16.*")) else None
+
+
+def _place(modules: Iterable[torch.nn.Module], device: torch.device, dtype: torch.dtype) -> None:
+    # torch's own Module.to: diffusers' override logs a spurious "keep in float32" warning for every cast
+    for module in modules:
+        torch.nn.Module.to(module.requires_grad_(False).eval(), device=device, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def load_pipeline(name: str, device: torch.device, dtype: torch.dtype) -> StableVideoDiffusionPipeline:
+    """Load (once per name, device and dtype) the SVD pipeline ``name`` resolves to, on ``device``."""
+    resolved = resolve_model(name)
+    if resolved.path is None:
+        pipe = build_tiny_svd()
+    else:
+        variant = _fp16_variant(resolved.path, "unet") if dtype == torch.float16 else None
+        pipe = StableVideoDiffusionPipeline.from_pretrained(resolved.path, dtype=dtype, variant=variant)
+        pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]
+    _place((pipe.unet, pipe.vae, pipe.image_encoder), device, dtype)
+    return pipe
+
+
+@functools.lru_cache(maxsize=4)
+def load_vae(name: str, device: torch.device, dtype: torch.dtype) -> AutoencoderKLTemporalDecoder:
+    """Load (once per name, device and dtype) only the temporal-decoder VAE of model ``name``."""
+    resolved = resolve_model(name)
+    vae: AutoencoderKLTemporalDecoder
+    if resolved.path is None:
+        vae = build_tiny_svd().vae
+    else:
+        variant = _fp16_variant(resolved.path, "vae") if dtype == torch.float16 else None
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(
+            resolved.path, subfolder="vae", dtype=dtype, variant=variant
+        )
+    _place([vae], device, dtype)
+    return vae
+
+
+def model_defaults(name: str) -> ModelDefaults:
+    """Default width, height and native frame count of model ``name``, read from config files only."""
+    resolved = resolve_model(name)
+    if resolved.path is None:
+        width, height = TINY_DEFAULT_RESOLUTION
+        return ModelDefaults(width=width, height=height, native_frames=TINY_NATIVE_FRAMES)
+    config_file = resolved.path / "unet" / "config.json"
+    try:
+        num_frames = json.loads(config_file.read_text())["num_frames"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise _not_found(name, f"cannot read num_frames from {config_file}: {exc}") from None
+    width, height = REAL_DEFAULT_RESOLUTION
+    return ModelDefaults(width=width, height=height, native_frames=int(num_frames))

@@ -1,0 +1,1 @@
+"""What every service shares about the bus: streams, publishing, and how a stage handles a command."""

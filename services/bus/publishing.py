@@ -1,0 +1,94 @@
+"""Publishing with a Nats-Msg-Id on every message, so a retried publish is deduplicated by JetStream."""
+
+from pydantic import BaseModel
+
+from contracts.messages import (
+    DeadLetter,
+    FramesReady,
+    ImagePrepared,
+    JobCancelled,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSubmitted,
+    LatentsReady,
+    PointsReserved,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+)
+from contracts.stages import Stage
+from contracts.subjects import (
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    WORK_STREAM,
+    dlq_subject,
+    event_subject,
+    msg_id,
+    work_subject,
+)
+
+Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
+Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
+StageEvent = StageStarted | StageProgress | StageFinished
+
+# Which stage consumes each command: the flow of DESIGN.md.
+_CONSUMER: dict[type[BaseModel], Stage] = {
+    JobSubmitted: Stage.INGEST,
+    ImagePrepared: Stage.BILLING,
+    PointsReserved: Stage.LATENT,
+    LatentsReady: Stage.DECODE,
+    FramesReady: Stage.MUX,
+}
+
+
+class Route(BaseModel):
+    subject: str
+    stream: str
+    msg_id: str
+
+
+def route(message: Command | Terminal | StageEvent | DeadLetter) -> Route:
+    """Where a message goes and the id that deduplicates it."""
+    if isinstance(message, DeadLetter):
+        job = message.job_id or "unknown"
+        return Route(
+            subject=dlq_subject(message.stage),
+            stream=DLQ_STREAM,
+            msg_id=f"{job}:dead:{message.stage}:{message.attempts}:{message.failed_at.timestamp()}",
+        )
+    if isinstance(message, StageStarted):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(message.job_id, f"{message.stage}-started-{message.attempt}", message.generation),
+        )
+    if isinstance(message, StageProgress):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(
+                message.job_id,
+                f"{message.stage}-a{message.attempt}-progress-{message.step}of{message.total}",
+                message.generation,
+            ),
+        )
+    if isinstance(message, StageFinished):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(message.job_id, f"{message.stage}-finished", message.generation),
+        )
+    spec = message.job
+    if isinstance(message, Terminal):
+        return Route(
+            subject=event_subject(spec.job_id, "terminal"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(spec.job_id, "terminal", spec.generation),
+        )
+    stage = _CONSUMER[type(message)]
+    return Route(
+        subject=work_subject(stage),
+        stream=WORK_STREAM,
+        msg_id=msg_id(spec.job_id, f"to-{stage}", spec.generation),
+    )

@@ -1,0 +1,204 @@
+"""Entry point of ``i2v``: parse arguments, dispatch, turn known errors into one line and an exit code."""
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from services.cli.errors import CliError
+
+SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: the option and what is wrong with it.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="i2v", description="Turn a still image into a short video with Stable Video Diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    gen = sub.add_parser("generate", help="make a video from an image through the whole pipeline")
+    gen.add_argument("image", type=Path, help="a JPEG, PNG or WebP picture")
+    gen.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to write the MP4")
+    gen.add_argument("--duration", type=int, help="seconds, 1-8 (default 4)")
+    gen.add_argument("--fps", type=int, help="frames per second, 4-24 (default 8)")
+    gen.add_argument("--motion-bucket-id", type=int, help="motion strength, 1-255 (default 127)")
+    gen.add_argument("--motion-prompt", help="describe the motion (recorded; SVD reads no text)")
+    gen.add_argument("--augmentation-level", type=float, help="noise added to the image, 0-1 (default 0)")
+    gen.add_argument("--steps", type=int, help="denoising steps, 1-50 (default 25)")
+    gen.add_argument("--cfg-scale", type=float, help="max guidance of the linear ramp, 1-5 (default 2.5)")
+    gen.add_argument("--seed", type=int, help="-1 picks one at random and reports it (default -1)")
+    gen.add_argument(
+        "--model", help="tiny, a local diffusers SVD folder, or a cached hub id (default I2V_MODEL or tiny)"
+    )
+    gen.add_argument("--resolution", help="WxH, multiples of 64 (default: the model's, aspect kept)")
+    gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
+    gen.add_argument("--nats", help="NATS URL of a running stack (default: start the embedded one)")
+    gen.add_argument("--s3", help="S3 endpoint of a running stack")
+    gen.add_argument("--state-dir", type=Path, help="where the embedded stack keeps its data (default: a temp dir)")
+    gen.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+
+    serve = sub.add_parser("serve", help="run one service against I2V_NATS_URL and I2V_S3_ENDPOINT")
+    serve.add_argument("service", choices=SERVICE_NAMES)
+
+    stack = sub.add_parser("stack", help="the embedded stack")
+    stack_sub = stack.add_subparsers(dest="stack_command", required=True, parser_class=_Parser)
+    up = stack_sub.add_parser("up", help="run nats-server, SeaweedFS and every service in the foreground")
+    up.add_argument("--state-dir", type=Path, default=Path(".i2v"), help="data folder (default ./.i2v)")
+
+    accounts = sub.add_parser("accounts", help="points accounts in the ledger (I2V_LEDGER_DSN)")
+    acc_sub = accounts.add_subparsers(dest="accounts_command", required=True, parser_class=_Parser)
+    create = acc_sub.add_parser("create", help="create an account")
+    create.add_argument("name")
+    create.add_argument("--points", type=int, default=0)
+    credit = acc_sub.add_parser("credit", help="add points to an account")
+    credit.add_argument("name")
+    credit.add_argument("points", type=int)
+    show = acc_sub.add_parser("show", help="balance and recent entries")
+    show.add_argument("name")
+    for p in (create, credit, show):
+        p.add_argument("--state-dir", type=Path, help="ledger of this embedded state folder (default I2V_STATE_DIR)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "generate":
+            return _generate(args)
+        if args.command == "serve":
+            return _serve(args.service)
+        if args.command == "stack":
+            return _stack_up(args.state_dir)
+        if args.command == "accounts":
+            return _accounts(args)
+    except CliError as exc:
+        print(f"i2v: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("i2v: interrupted", file=sys.stderr)
+        return 130
+    raise AssertionError(args.command)
+
+
+def _settings(**overrides: object):  # type: ignore[no-untyped-def]
+    from pydantic import ValidationError
+
+    from services.config import Settings
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"setting I2V_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from contracts.params import Resolution
+    from services.cli.generate import GenerateRequest, params_from, run_generate
+
+    logging.getLogger().setLevel(logging.WARNING)
+    settings = _settings(nats_url=args.nats, s3_endpoint=args.s3)
+    resolution = None
+    if args.resolution:
+        try:
+            resolution = Resolution.parse(args.resolution)
+        except ValueError as exc:
+            raise CliError(f"--resolution: {str(exc).splitlines()[0]}") from None
+    params = params_from(
+        {
+            "duration": args.duration,
+            "fps": args.fps,
+            "motion_bucket_id": args.motion_bucket_id,
+            "motion_prompt": args.motion_prompt,
+            "augmentation_level": args.augmentation_level,
+            "steps": args.steps,
+            "cfg_scale": args.cfg_scale,
+            "seed": args.seed,
+            "model": args.model or settings.model,
+            "resolution": resolution,
+        }
+    )
+    if bool(args.nats) != bool(args.s3):
+        raise CliError("--nats and --s3 go together: give both to use a running stack, or neither")
+    request = GenerateRequest(args.image, args.output, params, args.account, args.timeout)
+    return run_generate(request, settings, embedded_state=args.state_dir)
+
+
+def _serve(service: str) -> int:
+    import asyncio
+    import importlib
+
+    settings = _settings()
+    try:
+        settings.require_connections()
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    module = importlib.import_module(f"services.{service}.app")
+    app = module.build_app(settings)
+    asyncio.run(app.run())
+    return 0
+
+
+def _stack_up(state_dir: Path) -> int:
+    from services.stack.embedded import EmbeddedStack
+
+    stopping = False
+
+    def _stop(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    stack = EmbeddedStack(state_dir, say=lambda line: print(line, flush=True))
+    stack.start()
+    try:
+        for key, value in stack.env().items():
+            print(f"export {key}={value}")
+        print("stack up; Ctrl-C stops everything", flush=True)
+        while not stopping:
+            stack.supervise()
+            time.sleep(0.5)
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+        print("stopped", flush=True)
+    return 0
+
+
+def _accounts(args: argparse.Namespace) -> int:
+    from services.billing.ledger import AccountExistsError, UnknownAccountError, open_ledger
+
+    settings = _settings(state_dir=args.state_dir)
+    ledger = open_ledger(settings.resolved_ledger_dsn())
+    try:
+        if args.accounts_command == "create":
+            ledger.create_account(args.name, args.points)
+            print(f"account {args.name} created with {args.points} points")
+        elif args.accounts_command == "credit":
+            if args.points <= 0:
+                raise CliError(f"points must be positive, got {args.points}")
+            balance = ledger.credit(args.name, args.points, note="i2v accounts credit")
+            print(f"account {args.name}: +{args.points} points, balance {balance}")
+        else:
+            print(f"account {args.name}: balance {ledger.balance(args.name)} points")
+            for entry in ledger.entries(args.name, limit=10):
+                print(f"  {entry}")
+    except AccountExistsError:
+        raise CliError(f"account {args.name!r} already exists") from None
+    except UnknownAccountError:
+        raise CliError(f"no account named {args.name!r}") from None
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

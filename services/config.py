@@ -1,0 +1,47 @@
+"""Settings every service reads from the environment (prefix ``I2V_``); one object per process."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Where the bus, the object store and the ledger are, and how stages behave."""
+
+    model_config = SettingsConfigDict(env_prefix="I2V_", extra="ignore")
+
+    nats_url: str = Field("", description="NATS server URL, e.g. nats://127.0.0.1:4222")
+    s3_endpoint: str = Field("", description="S3 API endpoint, e.g. http://127.0.0.1:8333")
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_bucket: str = "i2v"
+    ledger_dsn: str = Field("", description="postgresql://... or a SQLite file path; default state_dir/ledger.sqlite3")
+    model: str = Field("tiny", description="tiny, a local diffusers SVD folder, or a hub id in the local cache")
+    device: str | None = Field(None, description="cpu or cuda; default cuda when present")
+    state_dir: Path = Path(".i2v")
+    decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at once; bounds memory")
+    max_deliver: int = Field(5, ge=1, description="deliveries before a command is dead-lettered")
+    ack_wait_s: float = Field(30.0, gt=0, description="redelivery deadline without a heartbeat")
+    heartbeat_s: float = Field(5.0, gt=0, description="in_progress() interval while a stage works")
+    retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    trace_file: Path | None = Field(None, description="write finished spans as JSON lines here")
+    default_account: str | None = Field(None, description="account billing creates at start if missing")
+    default_account_points: int = Field(1000, ge=0)
+    ready_file: Path | None = Field(None, description="touched once the service consumes; used by the stack")
+
+    def resolved_ledger_dsn(self) -> str:
+        return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")
+
+    def require_connections(self) -> None:
+        """Raise a one-line ValueError naming the missing setting."""
+        missing = [
+            name
+            for name, value in (
+                ("I2V_NATS_URL", self.nats_url),
+                ("I2V_S3_ENDPOINT", self.s3_endpoint),
+            )
+            if not value
+        ]
+        if missing:
+            raise ValueError(f"missing setting(s): {', '.join(missing)} (or run `i2v stack up`)")

@@ -1,0 +1,1 @@
+"""Decode: the SVD temporal VAE decodes latents into frames, interpolated to exactly duration x fps."""

@@ -1,0 +1,29 @@
+"""Composition root of the decode service."""
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from infra.objectstore import ObjectStore
+
+from contracts.messages import LatentsReady
+from contracts.stages import Stage
+from services.bus.service import service_kit
+from services.config import Settings
+from services.decode.stage import DecodeStage
+from services.objectstore import object_store_from
+
+
+def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
+    kit = service_kit("decode", settings)
+    stage = DecodeStage(store or object_store_from(settings), settings.device, settings.decode_chunk_size)
+    runner = kit.runner(Stage.DECODE)
+
+    @kit.work_subscriber(Stage.DECODE, description="VAE temporal decode in chunks, then interpolation")
+    async def on_latents_ready(cmd: LatentsReady, msg: NatsMessage) -> None:
+        await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
+
+    async def _warm_up() -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(stage.warm_up, settings.model)
+
+    return kit.app(on_startup=_warm_up)

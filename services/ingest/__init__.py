@@ -1,0 +1,1 @@
+"""Ingest: decode and validate the upload, fit it to the model resolution, store it."""

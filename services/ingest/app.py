@@ -1,0 +1,34 @@
+"""Composition root of the ingest service."""
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from infra.objectstore import ObjectStore
+
+from contracts.messages import JobSubmitted
+from contracts.stages import Stage
+from services.bus.service import service_kit
+from services.config import Settings
+from services.ingest.stage import IngestStage, ModelSize, model_size_from_checkpoint
+from services.objectstore import object_store_from
+
+MAX_UPLOAD_BYTES = 25 * 2**20
+MAX_PIXELS = 40_000_000
+
+
+def build_app(
+    settings: Settings, *, store: ObjectStore | None = None, model_size: ModelSize | None = None
+) -> FastStream:
+    kit = service_kit("ingest", settings)
+    stage = IngestStage(
+        store or object_store_from(settings),
+        model_size or model_size_from_checkpoint,
+        max_bytes=MAX_UPLOAD_BYTES,
+        max_pixels=MAX_PIXELS,
+    )
+    runner = kit.runner(Stage.INGEST)
+
+    @kit.work_subscriber(Stage.INGEST, description="Validate the upload and fit it to the model resolution")
+    async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:
+        await runner.run(msg, cmd.job, lambda _progress: stage.run(cmd))
+
+    return kit.app()

@@ -1,0 +1,65 @@
+"""The ingest stage: upload in, prepared image out. No NATS here."""
+
+from collections.abc import Callable
+
+from infra.objectstore import ObjectStore
+
+from contracts.messages import ImagePrepared, JobSubmitted
+from contracts.refs import artifact_key
+from services.bus.faults import PermanentError
+
+ModelSize = Callable[[str], tuple[int, int]]
+"""Model name to its native (width, height); raises PermanentError for an unknown model."""
+
+
+def model_size_from_checkpoint(model: str) -> tuple[int, int]:
+    """Native resolution read from the checkpoint's config (no weights loaded)."""
+    from pipeline.models import ModelNotFoundError, model_defaults
+
+    try:
+        defaults = model_defaults(model)
+    except ModelNotFoundError as exc:
+        raise PermanentError("model_not_found", str(exc)) from exc
+    return defaults.width, defaults.height
+
+
+class IngestStage:
+    def __init__(self, store: ObjectStore, model_size: ModelSize, *, max_bytes: int, max_pixels: int) -> None:
+        self._store = store
+        self._model_size = model_size
+        self._max_bytes = max_bytes
+        self._max_pixels = max_pixels
+
+    def run(self, cmd: JobSubmitted) -> ImagePrepared:
+        """Validate the upload by content and store the image at the model resolution as PNG."""
+        from pipeline.image import ImageRejected, prepare_image
+
+        params = cmd.job.params
+        model_size = self._model_size(params.model)
+        requested = (params.resolution.width, params.resolution.height) if params.resolution else None
+        if cmd.upload.size > self._max_bytes:
+            raise PermanentError(
+                "too_large", f"upload is {cmd.upload.size} bytes; the limit is {self._max_bytes} bytes"
+            )
+        data = self._store.get(cmd.upload)
+        try:
+            prepared = prepare_image(
+                data,
+                model_size=model_size,
+                requested=requested,
+                max_bytes=self._max_bytes,
+                max_pixels=self._max_pixels,
+            )
+        except ImageRejected as exc:
+            raise PermanentError(exc.code, str(exc)) from exc
+        ref = self._store.put(
+            artifact_key(cmd.job.job_id, f"g{cmd.job.generation}/image.png"), prepared.png, "image/png"
+        )
+        return ImagePrepared(
+            job=cmd.job,
+            image=ref,
+            width=prepared.width,
+            height=prepared.height,
+            source_width=prepared.source_width,
+            source_height=prepared.source_height,
+        )

@@ -1,0 +1,1 @@
+"""Latent: SVD image encoding and UNet denoising into latents (the GPU stage)."""

@@ -1,0 +1,29 @@
+"""Composition root of the latent (GPU) service."""
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from infra.objectstore import ObjectStore
+
+from contracts.messages import PointsReserved
+from contracts.stages import Stage
+from services.bus.service import service_kit
+from services.config import Settings
+from services.latent.stage import LatentStage
+from services.objectstore import object_store_from
+
+
+def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
+    kit = service_kit("latent", settings)
+    stage = LatentStage(store or object_store_from(settings), settings.device, is_cancelled=lambda _job: False)
+    runner = kit.runner(Stage.LATENT)
+
+    @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
+    async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
+        await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
+
+    async def _warm_up() -> None:
+        import anyio.to_thread
+
+        await anyio.to_thread.run_sync(stage.warm_up, settings.model)
+
+    return kit.app(on_startup=_warm_up)

@@ -1,0 +1,96 @@
+"""The latent stage: prepared image in, denoised latents out. No NATS here."""
+
+import io
+import logging
+from collections.abc import Callable
+
+from infra.objectstore import ObjectStore
+
+from contracts.messages import LatentsReady, PointsReserved
+from contracts.refs import artifact_key
+from services.bus.faults import PermanentError
+from services.bus.runner import Progress
+
+log = logging.getLogger("i2v.latent")
+
+LATENTS_CONTENT_TYPE = "application/x-safetensors"
+
+
+class LatentStage:
+    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: Callable[[str], bool]) -> None:
+        self._store = store
+        self._device = device
+        self._is_cancelled = is_cancelled
+
+    def warm_up(self, model: str) -> None:
+        """Load the model before consuming, so the first job does not pay for it."""
+        self._pipeline(model)
+
+    def _pipeline(self, model: str):  # type: ignore[no-untyped-def]
+        from pipeline.models import ModelNotFoundError, load_pipeline, pick_device
+
+        device, dtype = pick_device(self._device)
+        try:
+            return load_pipeline(model, device, dtype)
+        except ModelNotFoundError as exc:
+            raise PermanentError("model_not_found", str(exc)) from exc
+
+    def run(self, cmd: PointsReserved, progress: Progress) -> LatentsReady:
+        from PIL import Image
+
+        from pipeline.latents import fps_conditioning, generate_latents
+        from pipeline.models import model_defaults
+        from pipeline.tensors import latents_to_bytes
+        from services.bus.faults import JobCancelledError
+
+        job = cmd.job
+        params = job.params
+        native_frames = model_defaults(params.model).native_frames
+        key = artifact_key(job.job_id, f"g{job.generation}/latents.safetensors")
+        # 1. Reuse: a redelivered command whose latents are already stored skips the denoise.
+        existing = self._store.head(key)
+        if existing is not None:
+            log.info("job %s: latents already stored, reusing %s", job.job_id, key)
+            progress(params.steps, params.steps)
+            return LatentsReady(
+                job=job,
+                latents=existing,
+                native_frames=native_frames,
+                width=cmd.width,
+                height=cmd.height,
+                price=cmd.price,
+            )
+        # 2. Inputs, verified against the reference.
+        image = Image.open(io.BytesIO(self._store.get(cmd.image))).convert("RGB")
+        pipe = self._pipeline(params.model)
+
+        def on_step(step: int, total: int) -> None:
+            if self._is_cancelled(job.job_id):
+                raise JobCancelledError(job.job_id)
+            progress(step, total)
+
+        # 3. Denoise with the job's seed; the CPU generator makes the noise the same on any device.
+        latents = generate_latents(
+            pipe,
+            image,
+            width=cmd.width,
+            height=cmd.height,
+            num_frames=native_frames,
+            steps=params.steps,
+            cfg_scale=params.cfg_scale,
+            motion_bucket_id=params.motion_bucket_id,
+            augmentation_level=params.augmentation_level,
+            fps_cond=fps_conditioning(native_frames, params.duration),
+            seed=params.seed,
+            on_step=on_step,
+        )
+        data = latents_to_bytes(latents, {"job_id": job.job_id, "seed": str(params.seed), "model": params.model})
+        ref = self._store.put(key, data, LATENTS_CONTENT_TYPE)
+        return LatentsReady(
+            job=job,
+            latents=ref,
+            native_frames=native_frames,
+            width=cmd.width,
+            height=cmd.height,
+            price=cmd.price,
+        )

@@ -1,0 +1,24 @@
+"""Composition root of the mux service."""
+
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from infra.objectstore import ObjectStore
+
+from contracts.messages import FramesReady
+from contracts.stages import Stage
+from services.bus.service import service_kit
+from services.config import Settings
+from services.mux.stage import MuxStage
+from services.objectstore import object_store_from
+
+
+def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
+    kit = service_kit("mux", settings)
+    stage = MuxStage(store or object_store_from(settings))
+    runner = kit.runner(Stage.MUX)
+
+    @kit.work_subscriber(Stage.MUX, description="Encode H.264 MP4 with faststart and a poster")
+    async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
+        await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
+
+    return kit.app()

@@ -1,0 +1,198 @@
+"""Run the whole pipeline on one machine: servers on free loopback ports, one process per service.
+
+Children are supervised: one that dies is restarted with backoff and the restart is logged; its
+in-flight command is redelivered by JetStream once the ack deadline passes.
+"""
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from infra.nats_server import NatsServer
+from infra.objectstore import S3ObjectStore
+from infra.seaweed import SeaweedS3
+
+from services.config import Settings
+
+log = logging.getLogger("i2v.stack")
+
+SERVICES = ("ingest", "billing", "latent", "decode", "mux")
+LOCAL_ACCOUNT = "local"
+LOCAL_ACCOUNT_POINTS = 1000
+_RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+@dataclass
+class _Child:
+    name: str
+    process: subprocess.Popen[bytes]
+    started: float
+    restarts: int = 0
+    next_restart: float | None = None
+
+
+@dataclass
+class EmbeddedStack:
+    """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
+
+    state_dir: Path
+    services: tuple[str, ...] = SERVICES
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    say: Callable[[str], None] = lambda _line: None
+    nats: NatsServer | None = None
+    s3: SeaweedS3 | None = None
+    _children: dict[str, _Child] = field(default_factory=dict)
+
+    def __enter__(self) -> "EmbeddedStack":
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 180.0) -> None:
+        self.state_dir = self.state_dir.resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        self.nats = NatsServer(self.state_dir / "nats")
+        self.s3 = SeaweedS3(self.state_dir / "seaweedfs")
+        try:
+            self.nats.start()
+            self.s3.start()
+            self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
+            settings = self.settings()
+            S3ObjectStore(
+                settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
+            ).ensure_bucket()
+            for name in self.services:
+                self._spawn(name)
+            self._wait_ready(time.monotonic() + timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.say(f"stack ready in {time.perf_counter() - t0:.1f}s: {', '.join(self.services)}")
+
+    def stop(self) -> None:
+        children = list(self._children.values())
+        for child in children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        self._children.clear()
+        if self.s3 is not None:
+            self.s3.stop()
+        if self.nats is not None:
+            self.nats.stop()
+
+    # -- what the outside needs ----------------------------------------------------------------------
+
+    def env(self) -> dict[str, str]:
+        """The I2V_* variables that point a service or the CLI at this stack."""
+        assert self.nats is not None and self.s3 is not None, "stack not started"
+        env = {
+            "I2V_NATS_URL": self.nats.url,
+            "I2V_S3_ENDPOINT": self.s3.endpoint,
+            "I2V_S3_ACCESS_KEY": self.s3.access_key,
+            "I2V_S3_SECRET_KEY": self.s3.secret_key,
+            "I2V_STATE_DIR": str(self.state_dir),
+            "I2V_DEFAULT_ACCOUNT": LOCAL_ACCOUNT,
+            "I2V_DEFAULT_ACCOUNT_POINTS": str(LOCAL_ACCOUNT_POINTS),
+        }
+        env.update(self.extra_env)
+        return env
+
+    def settings(self) -> Settings:
+        env = self.env()
+        return Settings(
+            nats_url=env["I2V_NATS_URL"],
+            s3_endpoint=env["I2V_S3_ENDPOINT"],
+            s3_access_key=env["I2V_S3_ACCESS_KEY"],
+            s3_secret_key=env["I2V_S3_SECRET_KEY"],
+            state_dir=self.state_dir,
+            s3_bucket=env.get("I2V_S3_BUCKET", "i2v"),
+            ledger_dsn=env.get("I2V_LEDGER_DSN", ""),
+        )
+
+    def pid(self, name: str) -> int:
+        return self._children[name].process.pid
+
+    def log_path(self, name: str) -> Path:
+        return self.state_dir / "logs" / f"{name}.log"
+
+    # -- children ------------------------------------------------------------------------------------
+
+    def _ready_file(self, name: str) -> Path:
+        return self.state_dir / "run" / f"{name}.ready"
+
+    def _spawn(self, name: str) -> None:
+        ready = self._ready_file(name)
+        ready.unlink(missing_ok=True)
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env(), "I2V_READY_FILE": str(ready)}
+        with (logs / f"{name}.log").open("ab") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "services.cli.main", "serve", name],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        previous = self._children.get(name)
+        self._children[name] = _Child(name, process, time.monotonic(), restarts=previous.restarts if previous else 0)
+
+    def _wait_ready(self, deadline: float) -> None:
+        pending = set(self.services)
+        while pending:
+            for name in sorted(pending):
+                child = self._children[name]
+                if self._ready_file(name).exists():
+                    pending.discard(name)
+                elif child.process.poll() is not None:
+                    tail = _tail(self.log_path(name))
+                    raise RuntimeError(f"service {name} exited with {child.process.returncode} at start:\n{tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"services not ready in time: {', '.join(sorted(pending))}")
+            time.sleep(0.1)
+
+    def supervise(self) -> None:
+        """Restart children that died, with backoff; call this periodically."""
+        now = time.monotonic()
+        for name, child in list(self._children.items()):
+            code = child.process.poll()
+            if code is None:
+                # A child that stayed up a minute has earned a fresh backoff.
+                if child.restarts and now - child.started > 60:
+                    child.restarts = 0
+                continue
+            if child.next_restart is None:
+                delay = _RESTART_BACKOFF_S[min(child.restarts, len(_RESTART_BACKOFF_S) - 1)]
+                child.next_restart = now + delay
+                self.say(f"service {name} exited with {code}; restarting in {delay:.0f}s")
+                log.warning("service %s exited with %s; restarting in %.0fs", name, code, delay)
+            elif now >= child.next_restart:
+                child.restarts += 1
+                self._spawn(name)
+                self._children[name].restarts = child.restarts
+                self.say(f"service {name} restarted (restart #{child.restarts})")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
