@@ -55,9 +55,7 @@ def _check_inputs(
     if image.mode != "RGB":
         raise ValueError(f"image must be RGB, got mode {image.mode!r}")
     if image.size != (width, height):
-        raise ValueError(
-            f"image is {image.width}x{image.height} but {width}x{height} was asked for; resize it first"
-        )
+        raise ValueError(f"image is {image.width}x{image.height} but {width}x{height} was asked for; resize it first")
     if num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if steps < 1:
@@ -136,7 +134,5 @@ def generate_latents(
         return_dict=False,
     )
     if not isinstance(latents, torch.Tensor):
-        raise TypeError(
-            f"the pipeline returned {type(latents).__name__} for output_type='latent', not a tensor"
-        )
+        raise TypeError(f"the pipeline returned {type(latents).__name__} for output_type='latent', not a tensor")
     return latents.detach().to(device="cpu", dtype=torch.float32)

@@ -20,14 +20,14 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 TINY = "tiny"
 TINY_DEFAULT_RESOLUTION: tuple[int, int] = (256, 192)
-"""(width, height) the tiny model runs at by default: small enough for a 2-core CPU, same 4:3-ish shape."""
+"""(width, height) the tiny model runs at by default: landscape like SVD's 1024x576, small enough for 2 CPU cores."""
 TINY_NATIVE_FRAMES = 8
 """Frames the tiny UNet generates natively (its ``num_frames`` config)."""
 REAL_DEFAULT_RESOLUTION: tuple[int, int] = (1024, 576)
 """(width, height) SVD and SVD-XT were trained at."""
 
 _TINY_SEED = 20231121
-# SVD was trained with 512-d CLIP-H image embeddings; any size works for random weights as long as
+# Real SVD uses 1024-d CLIP ViT-H image embeddings; any size works for random weights as long as
 # the image encoder's projection and the UNet's cross-attention agree.
 _TINY_EMBED_DIM = 32
 _CLIP_IMAGE_SIZE = 224  # the pipeline always resizes the conditioning image to 224x224 for CLIP
@@ -214,9 +214,7 @@ def load_vae(name: str, device: torch.device, dtype: torch.dtype) -> Autoencoder
         vae = build_tiny_svd().vae
     else:
         variant = _fp16_variant(resolved.path, "vae") if dtype == torch.float16 else None
-        vae = AutoencoderKLTemporalDecoder.from_pretrained(
-            resolved.path, subfolder="vae", dtype=dtype, variant=variant
-        )
+        vae = AutoencoderKLTemporalDecoder.from_pretrained(resolved.path, subfolder="vae", dtype=dtype, variant=variant)
     _place([vae], device, dtype)
     return vae
 

@@ -215,9 +215,7 @@ def test_load_pipeline_tiny_is_cached() -> None:
     assert first.unet.dtype == torch.float32
 
 
-def test_saved_folder_loads_and_generates_the_same(
-    tiny: StableVideoDiffusionPipeline, tmp_path: Path
-) -> None:
+def test_saved_folder_loads_and_generates_the_same(tiny: StableVideoDiffusionPipeline, tmp_path: Path) -> None:
     tiny.save_pretrained(tmp_path)
     loaded = load_pipeline(str(tmp_path), CPU, torch.float32)
     assert loaded is not tiny
@@ -255,9 +253,7 @@ def test_load_unknown_model_fails_before_loading() -> None:
 
 def test_tiny_defaults() -> None:
     width, height = TINY_DEFAULT_RESOLUTION
-    assert model_defaults("tiny") == ModelDefaults(
-        width=width, height=height, native_frames=TINY_NATIVE_FRAMES
-    )
+    assert model_defaults("tiny") == ModelDefaults(width=width, height=height, native_frames=TINY_NATIVE_FRAMES)
 
 
 def test_folder_defaults_read_the_unet_config_only(tmp_path: Path) -> None:
