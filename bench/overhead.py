@@ -70,9 +70,8 @@ def main() -> None:
     parser.add_argument("--image", type=Path, default=ROOT / "examples" / "harbor.png")
     args = parser.parse_args()
 
-    from infra.objectstore import S3ObjectStore
-
     from contracts.params import GenerationParams
+    from infra.objectstore import S3ObjectStore
     from services.jobclient import JobClient
     from services.stack.embedded import EmbeddedStack
 

@@ -67,9 +67,7 @@ def fit_resolution(
     ideal_w, ideal_h = (ideal_long, ideal_short) if aspect >= 1 else (ideal_short, ideal_long)
     # Of the multiples of 64 around the ideal, keep the one with the least log error in aspect plus area.
     candidates = [(w, h) for w in _multiples_of_64_around(ideal_w) for h in _multiples_of_64_around(ideal_h)]
-    return min(
-        candidates, key=lambda wh: abs(math.log(wh[0] / wh[1] / aspect)) + abs(math.log(wh[0] * wh[1] / area))
-    )
+    return min(candidates, key=lambda wh: abs(math.log(wh[0] / wh[1] / aspect)) + abs(math.log(wh[0] * wh[1] / area)))
 
 
 def prepare_image(
@@ -89,9 +87,7 @@ def prepare_image(
     if not data:
         raise ImageRejected("empty", "the file is empty")
     if len(data) > max_bytes:
-        raise ImageRejected(
-            "too_large", f"file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB"
-        )
+        raise ImageRejected("too_large", f"file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
     kind = _sniff_format(data)
     label = _label(kind)
 
@@ -119,9 +115,7 @@ def prepare_image(
     raw_w, raw_h = img.size
     _check_pixels(raw_w, raw_h, max_pixels)
     if raw_w < MIN_SIDE or raw_h < MIN_SIDE:
-        raise ImageRejected(
-            "too_small", f"image is {raw_w}x{raw_h}; both sides must be at least {MIN_SIDE} pixels"
-        )
+        raise ImageRejected("too_small", f"image is {raw_w}x{raw_h}; both sides must be at least {MIN_SIDE} pixels")
 
     # 4. Decode every pixel now so truncation and corruption surface here, not later. JPEG can
     # decode at 1/2..1/8 scale when the output is small; its EXIF is parsed at open, so do that first.
@@ -256,9 +250,7 @@ def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
             bits = int.from_bytes(data[21:25], "little")
             return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
         if chunk == b"VP8 " and len(data) >= 30:
-            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(
-                data[28:30], "little"
-            ) & 0x3FFF
+            return int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF
         return None
     return _jpeg_header_size(data)
 
@@ -289,9 +281,7 @@ def _jpeg_header_size(data: bytes) -> tuple[int, int] | None:
 def _decode_failure(label: str, exc: BaseException) -> ImageRejected:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "truncated" in reason.lower() or isinstance(exc, EOFError):
-        return ImageRejected(
-            "truncated", f"truncated {label}: the file ends before the image data is complete"
-        )
+        return ImageRejected("truncated", f"truncated {label}: the file ends before the image data is complete")
     return ImageRejected("corrupt", f"corrupt {label}: {reason[:200]}")
 
 
@@ -351,6 +341,4 @@ def _cover_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     box_w, box_h = out_w / scale, out_h / scale
     left, top = (src_w - box_w) / 2, (src_h - box_h) / 2
     # reducing_gap lets Pillow shrink big uploads by box filtering first; Lanczos finishes the job.
-    return img.resize(
-        size, Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h), reducing_gap=3.0
-    )
+    return img.resize(size, Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h), reducing_gap=3.0)

@@ -67,9 +67,7 @@ def encode_mp4(frames: Frames, fps: int, *, crf: int = 18) -> bytes:
 def make_poster(frame: Frames, *, quality: int = 90) -> bytes:
     """Encode one RGB frame (H, W, 3) as a JPEG."""
     if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8:
-        raise ValueError(
-            f"frame must be a uint8 numpy array, got {getattr(frame, 'dtype', type(frame).__name__)}"
-        )
+        raise ValueError(f"frame must be a uint8 numpy array, got {getattr(frame, 'dtype', type(frame).__name__)}")
     if frame.ndim != 3 or frame.shape[-1] != 3:
         raise ValueError(f"frame must have shape (H, W, 3), got {frame.shape}")
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:

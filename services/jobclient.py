@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import nats
-from infra.objectstore import ObjectStore
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
@@ -15,6 +14,7 @@ from contracts.messages import Event, JobSpec, JobSubmitted, parse_event
 from contracts.params import GenerationParams
 from contracts.refs import artifact_key
 from contracts.subjects import EVENTS_STREAM, WORK_STREAM, job_events_filter
+from infra.objectstore import ObjectStore
 from services.bus.publishing import route
 from services.bus.streams import ensure_streams
 

@@ -1,7 +1,6 @@
 """The object store a service talks to, built from settings."""
 
 from infra.objectstore import S3ObjectStore
-
 from services.config import Settings
 
 

@@ -7,8 +7,8 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from infra.objectstore import S3ObjectStore
 from pydantic import ValidationError
 
 from contracts.messages import (
@@ -22,6 +22,7 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams
 from contracts.stages import PIPELINE_ORDER, Stage
+from infra.objectstore import S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
 from services.jobclient import JobClient
@@ -149,39 +150,50 @@ def _report(
 
 
 class ProgressBars:
-    """One tqdm bar per stage on stderr; denoising advances step by step."""
+    """A bar per stage on stderr while it runs (denoising step by step); plain lines when not a terminal."""
 
     def __init__(self) -> None:
         self.timings: dict[Stage, float] = {}
-        self._bars: dict[Stage, object] = {}
+        self._bar: Any = None
+        self._stage: Stage | None = None
+        self._tty = sys.stderr.isatty()
 
     def update(self, event: StageStarted | StageProgress | StageFinished) -> None:
         from tqdm import tqdm
 
-        bar = self._bars.get(event.stage)
-        if bar is None:
-            bar = tqdm(
-                total=1,
-                desc=f"{event.stage.value:>7}",
-                file=sys.stderr,
-                leave=True,
-                dynamic_ncols=True,
-                bar_format="{desc} |{bar}| {n_fmt}/{total_fmt} {elapsed}",
-            )
-            self._bars[event.stage] = bar
-        assert isinstance(bar, tqdm)
-        if isinstance(event, StageProgress):
-            bar.total = event.total
-            bar.n = event.step
-            bar.refresh()
-        elif isinstance(event, StageFinished):
+        if isinstance(event, StageStarted):
+            self.close()
+            self._stage = event.stage
+            retry = f" (attempt {event.attempt})" if event.attempt > 1 else ""
+            if self._tty:
+                self._bar = tqdm(
+                    total=1,
+                    desc=f"{event.stage.value:>7}{retry}",
+                    file=sys.stderr,
+                    leave=True,
+                    bar_format="{desc} |{bar:30}| {n_fmt}/{total_fmt} [{elapsed}]",
+                )
+            else:
+                say(f"{event.stage.value:>7}: started{retry}")
+        elif isinstance(event, StageProgress):
+            if self._bar is not None and event.stage == self._stage:
+                self._bar.total = event.total
+                self._bar.n = event.step
+                self._bar.refresh()
+            elif not self._tty and event.stage == Stage.LATENT:
+                say(f"{event.stage.value:>7}: step {event.step}/{event.total}")
+        else:
             self.timings[event.stage] = event.seconds
-            bar.n = bar.total or 1
-            bar.refresh()
+            if self._bar is not None and event.stage == self._stage:
+                self._bar.n = self._bar.total
+                self.close()
+            elif not self._tty:
+                say(f"{event.stage.value:>7}: done in {event.seconds:.2f}s")
 
     def close(self) -> None:
-        for bar in self._bars.values():
-            bar.close()  # type: ignore[attr-defined]
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def say(line: str) -> None:

@@ -2,10 +2,9 @@
 
 import logging
 
-from infra.objectstore import ObjectStore
-
 from contracts.messages import FramesReady, LatentsReady
 from contracts.refs import artifact_key
+from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
 
@@ -30,6 +29,8 @@ class DecodeStage:
             raise PermanentError("model_not_found", str(exc)) from exc
 
     def warm_up(self, model: str) -> None:
+        import pipeline.interpolate  # noqa: F401  (OpenCV's import is slow; pay it before the first job)
+
         self._vae(model)
 
     def run(self, cmd: LatentsReady, progress: Progress) -> FramesReady:

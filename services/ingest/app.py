@@ -2,10 +2,10 @@
 
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
-from infra.objectstore import ObjectStore
 
 from contracts.messages import JobSubmitted
 from contracts.stages import Stage
+from infra.objectstore import ObjectStore
 from services.bus.service import service_kit
 from services.config import Settings
 from services.ingest.stage import IngestStage, ModelSize, model_size_from_checkpoint
@@ -31,4 +31,10 @@ def build_app(
     async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:
         await runner.run(msg, cmd.job, lambda _progress: stage.run(cmd))
 
-    return kit.app()
+    async def _warm_up() -> None:
+        import anyio.to_thread
+
+        # Reading the model's resolution imports diffusers; do it before the first job, not during it.
+        await anyio.to_thread.run_sync(stage.model_size, settings.model)
+
+    return kit.app(on_startup=_warm_up)

@@ -2,10 +2,9 @@
 
 from collections.abc import Callable
 
-from infra.objectstore import ObjectStore
-
 from contracts.messages import ImagePrepared, JobSubmitted
 from contracts.refs import artifact_key
+from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 
 ModelSize = Callable[[str], tuple[int, int]]
@@ -29,6 +28,9 @@ class IngestStage:
         self._model_size = model_size
         self._max_bytes = max_bytes
         self._max_pixels = max_pixels
+
+    def model_size(self, model: str) -> tuple[int, int]:
+        return self._model_size(model)
 
     def run(self, cmd: JobSubmitted) -> ImagePrepared:
         """Validate the upload by content and store the image at the model resolution as PNG."""

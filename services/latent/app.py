@@ -2,10 +2,10 @@
 
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
-from infra.objectstore import ObjectStore
 
 from contracts.messages import PointsReserved
 from contracts.stages import Stage
+from infra.objectstore import ObjectStore
 from services.bus.service import service_kit
 from services.config import Settings
 from services.latent.stage import LatentStage

@@ -4,10 +4,9 @@ import io
 import logging
 from collections.abc import Callable
 
-from infra.objectstore import ObjectStore
-
 from contracts.messages import LatentsReady, PointsReserved
 from contracts.refs import artifact_key
+from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
 

@@ -2,10 +2,10 @@
 
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
-from infra.objectstore import ObjectStore
 
 from contracts.messages import FramesReady
 from contracts.stages import Stage
+from infra.objectstore import ObjectStore
 from services.bus.service import service_kit
 from services.config import Settings
 from services.mux.stage import MuxStage
@@ -21,4 +21,8 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
         await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
 
-    return kit.app()
+    async def _warm_up() -> None:
+        import pipeline.tensors
+        import pipeline.video  # noqa: F401
+
+    return kit.app(on_startup=_warm_up)

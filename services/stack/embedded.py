@@ -17,7 +17,6 @@ from pathlib import Path
 from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore
 from infra.seaweed import SeaweedS3
-
 from services.config import Settings
 
 log = logging.getLogger("i2v.stack")

@@ -31,17 +31,15 @@ def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list
 @pytest.mark.parametrize(
     ("case", "expect"),
     [
-        ("text_named_png", "not an image"),
+        ("text_file", "not an image"),
         ("truncated_jpeg", "truncated"),
         ("png_30000", "30000x30000"),
-        ("gif_still", "GIF"),
-        ("gif_animated", "GIF"),
+        ("still_gif", "GIF"),
+        ("animated_gif", "GIF"),
         ("zero_bytes", "empty"),
     ],
 )
-def test_bad_images_get_one_line(
-    case: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_bad_images_get_one_line(case: str, expect: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data, code = bad_image_corpus()[case]
     assert code is not None
     image = _write(tmp_path, "photo.png", data)

@@ -32,8 +32,17 @@ def test_price_matches_the_product_formula(duration: int, fps: int, points: int)
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("fps", 0), ("fps", 25), ("duration", 99), ("duration", 0), ("motion_bucket_id", 256), ("steps", 0),
-     ("cfg_scale", 5.5), ("augmentation_level", -0.1), ("seed", -2)],
+    [
+        ("fps", 0),
+        ("fps", 25),
+        ("duration", 99),
+        ("duration", 0),
+        ("motion_bucket_id", 256),
+        ("steps", 0),
+        ("cfg_scale", 5.5),
+        ("augmentation_level", -0.1),
+        ("seed", -2),
+    ],
 )
 def test_out_of_range_params_name_the_field(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:

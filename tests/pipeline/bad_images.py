@@ -47,9 +47,7 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def halves(
-    size: tuple[int, int], left: tuple[int, ...], right: tuple[int, ...], mode: str = "RGB"
-) -> Image.Image:
+def halves(size: tuple[int, int], left: tuple[int, ...], right: tuple[int, ...], mode: str = "RGB") -> Image.Image:
     """An image whose left half is ``left`` and right half is ``right``."""
     img = Image.new(mode, size, left)
     img.paste(Image.new(mode, (size[0] - size[0] // 2, size[1]), right), (size[0] // 2, 0))

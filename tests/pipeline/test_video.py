@@ -31,10 +31,7 @@ def smooth_frames(count: int, height: int = HEIGHT, width: int = WIDTH) -> NDArr
 
 def decoded_frames(data: bytes) -> NDArray[np.uint8]:
     with av.open(io.BytesIO(data), mode="r") as container:
-        frames = [
-            np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-            for frame in container.decode(video=0)
-        ]
+        frames = [np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8) for frame in container.decode(video=0)]
     return np.stack(frames)
 
 

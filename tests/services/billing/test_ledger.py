@@ -285,9 +285,7 @@ def test_rejected_reserve_is_not_remembered(ledger: SqlLedger) -> None:
     assert ledger.reserve("job-1", 0, "alice", PRICE).ok is False
     ledger.credit("alice", 1)
 
-    assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
-        ok=True, balance=0, price=PRICE, already=False
-    )
+    assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(ok=True, balance=0, price=PRICE, already=False)
 
 
 def test_exact_balance_can_be_reserved(ledger: SqlLedger) -> None:
@@ -412,9 +410,7 @@ def _reserve_in_process(
     results.put([(job_id, ledger.reserve(job_id, 0, "alice", PRICE)) for job_id in job_ids])
 
 
-def _reserve_from_processes(
-    path: str, job_ids_per_process: list[list[str]]
-) -> list[tuple[str, ReserveResult]]:
+def _reserve_from_processes(path: str, job_ids_per_process: list[list[str]]) -> list[tuple[str, ReserveResult]]:
     # spawn, not fork: a forked child would inherit the pytest process's threads and open handles.
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(job_ids_per_process))
