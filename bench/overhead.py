@@ -80,12 +80,7 @@ def main() -> None:
 
     direct_job(image_bytes, params)  # warm: model build, first-call allocations
     direct: list[float] = []
-    for i in range(args.runs):
-        t0 = time.perf_counter()
-        direct_job(image_bytes, params)
-        direct.append(time.perf_counter() - t0)
-        print(f"direct run {i + 1}: {direct[-1]:.2f}s", flush=True)
-
+    bus: list[float] = []
     with tempfile.TemporaryDirectory(prefix="i2v-bench-") as state:
         stack = EmbeddedStack(Path(state), say=lambda line: print(line, flush=True))
         with stack:
@@ -94,21 +89,23 @@ def main() -> None:
                 settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
             )
 
-            async def run_bus() -> list[float]:
+            async def run_all() -> None:
                 client = await JobClient.connect(settings.nats_url, store)
-                times: list[float] = []
                 try:
                     await bus_job(client, image_bytes, params)  # warm: first pulls, connections
+                    # Alternate the two paths so drift in machine load hits both alike.
                     for i in range(args.runs):
                         t0 = time.perf_counter()
+                        direct_job(image_bytes, params)
+                        direct.append(time.perf_counter() - t0)
+                        t0 = time.perf_counter()
                         await bus_job(client, image_bytes, params)
-                        times.append(time.perf_counter() - t0)
-                        print(f"bus run {i + 1}: {times[-1]:.2f}s", flush=True)
+                        bus.append(time.perf_counter() - t0)
+                        print(f"run {i + 1}: direct {direct[-1]:.2f}s  bus {bus[-1]:.2f}s", flush=True)
                 finally:
                     await client.close()
-                return times
 
-            bus = asyncio.run(run_bus())
+            asyncio.run(run_all())
 
     d, b = statistics.median(direct), statistics.median(bus)
     print(f"median direct {d:.2f}s  median bus {b:.2f}s  ratio {b / d:.3f}  (goal < 1.10)")

@@ -1,6 +1,7 @@
 """The pydantic contracts that i2v services share: parameters, object references, messages, subjects."""
 
 from contracts.messages import (
+    CancelRequested,
     DeadLetter,
     Event,
     FramesReady,
@@ -13,6 +14,7 @@ from contracts.messages import (
     JobSubmitted,
     LatentsReady,
     PointsReserved,
+    ReplayRequested,
     StageFinished,
     StageProgress,
     StageStarted,
@@ -24,6 +26,7 @@ from contracts.refs import ObjectRef, artifact_key
 from contracts.stages import Stage
 
 __all__ = [
+    "CancelRequested",
     "DeadLetter",
     "Event",
     "FramesReady",
@@ -38,6 +41,7 @@ __all__ = [
     "LatentsReady",
     "ObjectRef",
     "PointsReserved",
+    "ReplayRequested",
     "Resolution",
     "Stage",
     "StageFinished",

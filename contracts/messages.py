@@ -51,6 +51,8 @@ class ImagePrepared(Contract):
     height: int
     source_width: int
     source_height: int
+    resume: Stage | None = Field(None, description="replay: after reserving, resume at this stage")
+    resume_command: ObjectRef | None = Field(None, description="replay: the stored command of that stage")
 
 
 class PointsReserved(Contract):
@@ -90,6 +92,25 @@ class FramesReady(Contract):
 
 
 # --- events (ride the events stream; the job's history) ------------------------------------------
+
+
+class CancelRequested(Contract):
+    """Someone asked to stop the job; the stage that sees it ends the job ``cancelled``."""
+
+    type: Literal["CancelRequested"] = "CancelRequested"
+    job_id: str
+    generation: int
+    reason: str = ""
+    requested_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+
+class ReplayRequested(Contract):
+    """A failed or cancelled job runs again from ``stage`` under a new generation."""
+
+    type: Literal["ReplayRequested"] = "ReplayRequested"
+    job_id: str
+    generation: int
+    stage: Stage
 
 
 class StageStarted(Contract):
@@ -165,7 +186,15 @@ class JobCancelled(Contract):
 
 
 Event = Annotated[
-    StageStarted | StageProgress | StageFinished | JobCompleted | JobFailed | JobRejected | JobCancelled,
+    StageStarted
+    | StageProgress
+    | StageFinished
+    | CancelRequested
+    | ReplayRequested
+    | JobCompleted
+    | JobFailed
+    | JobRejected
+    | JobCancelled,
     Field(discriminator="type"),
 ]
 TERMINAL_TYPES = frozenset({"JobCompleted", "JobFailed", "JobRejected", "JobCancelled"})

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     default_account: str | None = Field(None, description="account billing creates at start if missing")
     default_account_points: int = Field(1000, ge=0)
     ready_file: Path | None = Field(None, description="touched once the service consumes; used by the stack")
+    gateway_host: str = Field("127.0.0.1", description="address the gateway's HTTP server binds")
+    gateway_port: int = Field(8080, ge=0, le=65535, description="port of the gateway's HTTP server")
+    gateway_secret: str = Field("", description="HMAC key of session tokens; default generated into state_dir")
+    gateway_max_active_jobs: int = Field(4, ge=1, description="unfinished jobs one account may have at once")
 
     def resolved_ledger_dsn(self) -> str:
         return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")

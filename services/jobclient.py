@@ -1,11 +1,13 @@
 """Submitting a job and following its history: what the CLI (and any other front door) does on the bus."""
 
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import nats
+import nats.errors
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
@@ -13,9 +15,10 @@ from opentelemetry import propagate
 from contracts.messages import Event, JobSpec, JobSubmitted, parse_event
 from contracts.params import GenerationParams
 from contracts.refs import artifact_key
-from contracts.subjects import EVENTS_STREAM, WORK_STREAM, job_events_filter
+from contracts.stages import Stage
+from contracts.subjects import EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
-from services.bus.publishing import route
+from services.bus.publishing import Command, StageEvent, route
 from services.bus.streams import ensure_streams
 
 _SNIFF = (
@@ -38,12 +41,57 @@ def sniff_content_type(data: bytes) -> str:
     return "application/octet-stream"
 
 
+class JobNotFoundError(LookupError):
+    """No event of this job is on the bus."""
+
+
+class JobStateError(RuntimeError):
+    """The job is not in a state that allows this (e.g. replaying a job that succeeded)."""
+
+
 @dataclass(frozen=True)
 class Followed:
     """One event of a job with its events-stream sequence (what SSE calls the event id)."""
 
     sequence: int
     event: Event
+
+
+@dataclass(frozen=True)
+class JobHistory:
+    """A job's events folded: the latest generation and how (if) it ended."""
+
+    job_id: str
+    events: tuple[Followed, ...]
+
+    @property
+    def generation(self) -> int:
+        return max((_generation(f.event) for f in self.events), default=0)
+
+    @property
+    def terminal(self) -> Event | None:
+        from contracts.messages import TERMINAL_TYPES
+
+        current = self.generation
+        for item in reversed(self.events):
+            if item.event.type in TERMINAL_TYPES and _generation(item.event) == current:
+                return item.event
+        return None
+
+    @property
+    def spec(self) -> JobSpec | None:
+        for item in reversed(self.events):
+            job = getattr(item.event, "job", None)
+            if isinstance(job, JobSpec):
+                return job
+        return None
+
+
+def _generation(event: Event) -> int:
+    job = getattr(event, "job", None)
+    if isinstance(job, JobSpec):
+        return job.generation
+    return int(getattr(event, "generation", 0))
 
 
 class JobClient:
@@ -68,15 +116,105 @@ class JobClient:
         """Store the upload and publish JobSubmitted; the seed is fixed here so the job is reproducible."""
         job = JobSpec(job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed())
         upload = self._store.put(artifact_key(job.job_id, "upload"), image, sniff_content_type(image))
-        command = JobSubmitted(job=job, upload=upload)
-        where = route(command)
-        headers = {"Nats-Msg-Id": where.msg_id, "content-type": "application/json"}
-        propagate.inject(headers)  # the job's trace starts here
-        await self._js.publish(where.subject, command.model_dump_json().encode(), stream=WORK_STREAM, headers=headers)
+        await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job
 
+    async def history(self, job_id: str) -> JobHistory:
+        """Every event of the job so far (does not wait for more)."""
+        sub = await self._js.subscribe(
+            job_events_filter(job_id),
+            stream=EVENTS_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        items: list[Followed] = []
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=1.0)
+                except TimeoutError:
+                    break
+                items.append(Followed(sequence=msg.metadata.sequence.stream, event=parse_event(msg.data)))
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return JobHistory(job_id, tuple(items))
+
+    async def cancel(self, job_id: str, reason: str = "") -> JobHistory:
+        """Ask every stage to stop the job's current generation; a finished job is left as it is."""
+        from contracts.messages import CancelRequested
+        from services.bus.cancellation import request_cancel
+
+        history = await self.history(job_id)
+        if not history.events:
+            raise JobNotFoundError(job_id)
+        if history.terminal is None:
+            generation = history.generation
+            await request_cancel(self._js, job_id, generation)
+            await self._publish(CancelRequested(job_id=job_id, generation=generation, reason=reason))
+        return history
+
+    async def replay(self, job_id: str, from_stage: Stage | None = None) -> JobSpec:
+        """Run a failed or cancelled job again from ``from_stage`` (default: where it stopped).
+
+        Earlier stages are not recomputed: their outputs stay in the object store and the stored
+        command of the stage is sent again under a new generation. Billing reserves again, since the
+        failed generation was refunded.
+        """
+        from contracts.messages import (
+            ImagePrepared,
+            JobCancelled,
+            JobFailed,
+            JobRejected,
+            ReplayRequested,
+        )
+        from contracts.subjects import command_key
+
+        history = await self.history(job_id)
+        terminal = history.terminal
+        spec = history.spec
+        if spec is None:
+            raise JobNotFoundError(job_id)
+        if terminal is None:
+            raise JobStateError(f"job {job_id} is still running; cancel it first or wait for it to end")
+        if not isinstance(terminal, JobFailed | JobCancelled | JobRejected):
+            raise JobStateError(f"job {job_id} succeeded; there is nothing to replay")
+        if from_stage is None:
+            if isinstance(terminal, JobFailed):
+                from_stage = terminal.stage
+            elif isinstance(terminal, JobRejected):
+                from_stage = Stage.BILLING
+            else:
+                from_stage = terminal.stage or Stage.INGEST
+        job = spec.model_copy(update={"generation": history.generation + 1})
+        stored = self._store.head(command_key(job_id, from_stage))
+        if stored is None:
+            raise JobStateError(f"job {job_id} never reached stage {from_stage}; replay from an earlier stage")
+        if from_stage == Stage.INGEST:
+            command: Command = JobSubmitted.model_validate_json(self._store.get(stored)).model_copy(update={"job": job})
+        else:
+            billing = self._store.head(command_key(job_id, Stage.BILLING))
+            if billing is None:
+                raise JobStateError(f"job {job_id} never reached billing; replay from ingest")
+            prepared = ImagePrepared.model_validate_json(self._store.get(billing))
+            if from_stage == Stage.BILLING:
+                command = prepared.model_copy(update={"job": job, "resume": None, "resume_command": None})
+            else:
+                command = prepared.model_copy(update={"job": job, "resume": from_stage, "resume_command": stored})
+        await self._publish(ReplayRequested(job_id=job_id, generation=job.generation, stage=from_stage))
+        await self._publish(command)
+        return job
+
+    async def _publish(self, message: "Command | StageEvent") -> None:
+        where = route(message)
+        headers = {"Nats-Msg-Id": where.msg_id, "content-type": "application/json"}
+        propagate.inject(headers)
+        await self._js.publish(where.subject, message.model_dump_json().encode(), stream=where.stream, headers=headers)
+
     async def follow(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[Followed]:
-        """Yield the job's events from the start (or after a sequence) until its terminal event."""
+        """Yield the job's events from the start (or after a sequence) until a terminal event."""
         from contracts.messages import TERMINAL_TYPES
 
         start = (
@@ -94,4 +232,5 @@ class JobClient:
                 if event.type in TERMINAL_TYPES:
                     return
         finally:
-            await sub.unsubscribe()
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()

@@ -13,19 +13,22 @@ from pydantic import Field
 from contracts.messages import ImagePrepared, JobCancelled, JobCompleted, JobFailed, JobRejected
 from contracts.stages import Stage
 from contracts.subjects import EVENTS_STREAM, TERMINAL_EVENTS_FILTER
+from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
 from services.billing.stage import BillingStage
 from services.bus.service import service_kit
 from services.config import Settings
+from services.objectstore import object_store_from
 
 TerminalEvent = Annotated[JobCompleted | JobFailed | JobCancelled | JobRejected, Field(discriminator="type")]
 
 
-def build_app(settings: Settings, *, ledger: Ledger | None = None) -> FastStream:
+def build_app(settings: Settings, *, ledger: Ledger | None = None, store: ObjectStore | None = None) -> FastStream:
     kit = service_kit("billing", settings)
     the_ledger = ledger or open_ledger(settings.resolved_ledger_dsn())
-    stage = BillingStage(the_ledger)
-    runner = kit.runner(Stage.BILLING)
+    the_store = store or object_store_from(settings)
+    stage = BillingStage(the_ledger, the_store)
+    runner = kit.runner(Stage.BILLING, the_store)
 
     @kit.work_subscriber(Stage.BILLING, description="Reserve the job's price before any GPU work")
     async def on_image_prepared(cmd: ImagePrepared, msg: NatsMessage) -> None:

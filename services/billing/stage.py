@@ -3,24 +3,38 @@
 import logging
 
 from contracts.messages import (
+    FramesReady,
     ImagePrepared,
     JobCancelled,
     JobCompleted,
     JobFailed,
     JobRejected,
+    LatentsReady,
     PointsReserved,
 )
 from contracts.pricing import price_points
+from contracts.stages import Stage
+from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, UnknownAccountError
+from services.bus.faults import PermanentError
 
 log = logging.getLogger("i2v.billing")
 
 
-class BillingStage:
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+ResumeCommand = PointsReserved | LatentsReady | FramesReady
+_RESUMABLE: dict[Stage, type[ResumeCommand]] = {
+    Stage.LATENT: PointsReserved,
+    Stage.DECODE: LatentsReady,
+    Stage.MUX: FramesReady,
+}
 
-    def reserve(self, cmd: ImagePrepared) -> PointsReserved | JobRejected:
+
+class BillingStage:
+    def __init__(self, ledger: Ledger, store: ObjectStore) -> None:
+        self._ledger = ledger
+        self._store = store
+
+    def reserve(self, cmd: ImagePrepared) -> ResumeCommand | JobRejected:
         """Reserve the job's price; idempotent per (job, generation), so a redelivery never charges twice."""
         job = cmd.job
         price = price_points(job.params.duration, job.params.fps)
@@ -45,8 +59,19 @@ class BillingStage:
                 price=price,
                 balance=result.balance,
             )
+        if cmd.resume is not None:
+            return self._resumed(cmd, result.price)
         # On a redelivery the ledger answers with what the first call reserved.
         return PointsReserved(job=job, image=cmd.image, width=cmd.width, height=cmd.height, price=result.price)
+
+    def _resumed(self, cmd: ImagePrepared, price: int) -> ResumeCommand:
+        """A replay from a later stage: the stored command of that stage, under the new generation."""
+        assert cmd.resume is not None
+        kind = _RESUMABLE.get(cmd.resume)
+        if kind is None or cmd.resume_command is None:
+            raise PermanentError("bad_replay", f"cannot resume at stage {cmd.resume}")
+        stored = kind.model_validate_json(self._store.get(cmd.resume_command))
+        return stored.model_copy(update={"job": cmd.job, "price": price})
 
     def settle(self, event: JobCompleted | JobFailed | JobCancelled | JobRejected) -> None:
         """Capture the reservation of a completed job, refund one that failed or was cancelled."""

@@ -3,6 +3,7 @@
 from pydantic import BaseModel
 
 from contracts.messages import (
+    CancelRequested,
     DeadLetter,
     FramesReady,
     ImagePrepared,
@@ -13,6 +14,7 @@ from contracts.messages import (
     JobSubmitted,
     LatentsReady,
     PointsReserved,
+    ReplayRequested,
     StageFinished,
     StageProgress,
     StageStarted,
@@ -30,7 +32,7 @@ from contracts.subjects import (
 
 Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
 Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
-StageEvent = StageStarted | StageProgress | StageFinished
+StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
 
 # Which stage consumes each command: the flow of DESIGN.md.
 _CONSUMER: dict[type[BaseModel], Stage] = {
@@ -56,6 +58,18 @@ def route(message: Command | Terminal | StageEvent | DeadLetter) -> Route:
             subject=dlq_subject(message.stage),
             stream=DLQ_STREAM,
             msg_id=f"{job}:dead:{message.stage}:{message.attempts}:{message.failed_at.timestamp()}",
+        )
+    if isinstance(message, CancelRequested):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(message.job_id, "cancel-requested", message.generation),
+        )
+    if isinstance(message, ReplayRequested):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(message.job_id, f"replay-{message.stage}", message.generation),
         )
     if isinstance(message, StageStarted):
         return Route(

@@ -27,6 +27,9 @@ from contracts.messages import (
     StageStarted,
 )
 from contracts.stages import Stage
+from contracts.subjects import command_key
+from infra.objectstore import ObjectStore
+from services.bus.cancellation import CancelRegistry
 from services.bus.faults import Fault, JobCancelledError, classify
 from services.bus.publishing import Command, StageEvent, Terminal, route
 from services.config import Settings
@@ -68,14 +71,36 @@ def delivery_count(msg: NatsMessage) -> int:
 class StageRunner:
     """Runs one stage's work for a command and decides ack, retry or failure."""
 
-    def __init__(self, stage: Stage, publisher: Publisher, settings: Settings) -> None:
+    def __init__(
+        self,
+        stage: Stage,
+        publisher: Publisher,
+        settings: Settings,
+        cancels: CancelRegistry,
+        store: ObjectStore | None,
+    ) -> None:
         self.stage = stage
         self._publisher = publisher
         self._settings = settings
+        self._cancels = cancels
+        self._store = store
 
     async def run(self, msg: NatsMessage, job: JobSpec, work: Work) -> None:
         attempt = delivery_count(msg)
         started = time.perf_counter()
+        # 1. Keep the command itself so this stage can be replayed later without the stages before it
+        #    (even a cancelled one: a cancelled job may be replayed from here).
+        if self._store is not None and attempt == 1:
+            try:
+                await anyio.to_thread.run_sync(self._keep_command, job, msg.body)
+            except Exception as exc:
+                await self._fail(msg, job, attempt, classify(exc))
+                return
+        # 2. A cancelled job goes no further: nothing after the cancel runs.
+        if await self._cancels.check(job.job_id, job.generation):
+            await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
+            await msg.ack()
+            return
         await self._publisher.publish(
             StageStarted(job_id=job.job_id, stage=self.stage, generation=job.generation, attempt=attempt)
         )
@@ -105,6 +130,10 @@ class StageRunner:
         # the republish is dropped by Nats-Msg-Id. The reverse order could lose the job.
         await self._publisher.publish(result)
         await msg.ack()
+
+    def _keep_command(self, job: JobSpec, body: bytes) -> None:
+        assert self._store is not None
+        self._store.put(command_key(job.job_id, self.stage), body, "application/json")
 
     async def _fail(self, msg: NatsMessage, job: JobSpec, attempt: int, fault: Fault) -> None:
         if fault.transient and attempt < self._settings.max_deliver:

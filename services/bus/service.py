@@ -13,6 +13,7 @@ from faststream.middlewares import AckPolicy, BaseMiddleware
 from faststream.nats import JStream, NatsBroker, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.specification import AsyncAPI
+from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace import TracerProvider
@@ -21,6 +22,8 @@ from pydantic import ValidationError
 from contracts.messages import DeadLetter, JobFailed, JobSpec
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name, work_subject
+from infra.objectstore import ObjectStore
+from services.bus.cancellation import CancelRegistry
 from services.bus.runner import BrokerPublisher, Publisher, StageRunner, delivery_count
 from services.bus.streams import ensure_streams
 from services.config import Settings
@@ -38,9 +41,11 @@ class ServiceKit:
     broker: NatsBroker
     publisher: Publisher
     tracing: TracerProvider
+    cancels: CancelRegistry
 
-    def runner(self, stage: Stage) -> StageRunner:
-        return StageRunner(stage, self.publisher, self.settings)
+    def runner(self, stage: Stage, store: ObjectStore | None) -> StageRunner:
+        """``store`` keeps each command so the stage can be replayed; None only in tests without one."""
+        return StageRunner(stage, self.publisher, self.settings, self.cancels, store)
 
     def work_subscriber(self, stage: Stage, *, description: str) -> Callable[[Any], Any]:
         """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours."""
@@ -67,15 +72,22 @@ class ServiceKit:
         )
         settings = self.settings
 
+        connections: list[NatsClient] = []
+
         @app.on_startup
         async def _streams() -> None:
-            nc = await nats.connect(settings.nats_url, connect_timeout=5)
-            try:
-                await ensure_streams(nc.jetstream())
-            finally:
-                await nc.close()
+            nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1)
+            connections.append(nc)
+            await ensure_streams(nc.jetstream())
+            await self.cancels.start(nc.jetstream())
             if on_startup is not None:
                 await on_startup()
+
+        @app.on_shutdown
+        async def _close() -> None:
+            await self.cancels.stop()
+            for nc in connections:
+                await nc.close()
 
         @app.after_startup
         async def _ready() -> None:
@@ -104,7 +116,7 @@ def service_kit(name: str, settings: Settings) -> ServiceKit:
         connect_timeout=5,
         max_reconnect_attempts=-1,
     )
-    kit = ServiceKit(name, settings, broker, BrokerPublisher(broker), tracing)
+    kit = ServiceKit(name, settings, broker, BrokerPublisher(broker), tracing, CancelRegistry())
     holder.append(kit)
     return kit
 

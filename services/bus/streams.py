@@ -46,7 +46,13 @@ ALL_STREAMS = (WORK, EVENTS, DLQ)
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the streams, or bring an existing one's config up to date; safe to call from every process."""
+    """Create the streams and the cancel bucket, or bring an existing stream's config up to date.
+
+    Safe to call from every process at once.
+    """
+    from services.bus.cancellation import cancel_bucket
+
+    await cancel_bucket(js)
     for config in ALL_STREAMS:
         try:
             await js.stream_info(config.name or "")

@@ -115,7 +115,7 @@ async def _follow(
         event = item.event
         if isinstance(event, StageStarted | StageProgress | StageFinished):
             bars.update(event)
-        else:
+        elif isinstance(event, JobCompleted | JobFailed | JobRejected | JobCancelled):
             return event
     raise CliError(f"event stream of job {job_id} ended without a result", 1)
 

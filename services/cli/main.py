@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from contracts.stages import Stage
 from services.cli.errors import CliError
 
-SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux")
+SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux", "gateway")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     up = stack_sub.add_parser("up", help="run nats-server, SeaweedFS and every service in the foreground")
     up.add_argument("--state-dir", type=Path, default=Path(".i2v"), help="data folder (default ./.i2v)")
 
+    jobs = sub.add_parser("jobs", help="cancel, replay or inspect jobs on a running stack")
+    jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
+    cancel = jobs_sub.add_parser("cancel", help="stop a queued or running job; its points come back")
+    cancel.add_argument("job")
+    replay = jobs_sub.add_parser("replay", help="run a failed or cancelled job again from a stage")
+    replay.add_argument("job")
+    replay.add_argument("--from", dest="from_stage", choices=[s.value for s in Stage], help="default: where it stopped")
+    show_job = jobs_sub.add_parser("show", help="the job's event history")
+    show_job.add_argument("job")
+
+    dlq = sub.add_parser("dlq", help="dead letters: commands that exhausted their deliveries")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
+    dlq_sub.add_parser("list", help="every dead letter, oldest first")
+    dlq_show = dlq_sub.add_parser("show", help="one dead letter in full")
+    dlq_show.add_argument("id", type=int)
+    dlq_replay = dlq_sub.add_parser("replay", help="replay the dead letter's job from its stage")
+    dlq_replay.add_argument("id", type=int)
+
     accounts = sub.add_parser("accounts", help="points accounts in the ledger (I2V_LEDGER_DSN)")
     acc_sub = accounts.add_subparsers(dest="accounts_command", required=True, parser_class=_Parser)
     create = acc_sub.add_parser("create", help="create an account")
@@ -64,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     credit.add_argument("points", type=int)
     show = acc_sub.add_parser("show", help="balance and recent entries")
     show.add_argument("name")
-    for p in (create, credit, show):
+    key = acc_sub.add_parser("key", help="issue a new API key for an account (the old one stops working)")
+    key.add_argument("name")
+    for p in (create, credit, show, key):
         p.add_argument("--state-dir", type=Path, help="ledger of this embedded state folder (default I2V_STATE_DIR)")
     return parser
 
@@ -83,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stack_up(args.state_dir)
         if args.command == "accounts":
             return _accounts(args)
+        if args.command in ("jobs", "dlq"):
+            return _operate(args)
     except CliError as exc:
         print(f"i2v: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -145,6 +168,10 @@ def _serve(service: str) -> int:
         settings.require_connections()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if service == "gateway":
+        from services.gateway.server import serve
+
+        return serve(settings)
     module = importlib.import_module(f"services.{service}.app")
     app = module.build_app(settings)
     asyncio.run(app.run())
@@ -152,7 +179,7 @@ def _serve(service: str) -> int:
 
 
 def _stack_up(state_dir: Path) -> int:
-    from services.stack.embedded import EmbeddedStack
+    from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
 
     stopping = False
 
@@ -162,11 +189,13 @@ def _stack_up(state_dir: Path) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stack = EmbeddedStack(state_dir, say=lambda line: print(line, flush=True))
+    stack = EmbeddedStack(state_dir, services=WITH_GATEWAY, say=lambda line: print(line, flush=True))
     stack.start()
     try:
         for key, value in stack.env().items():
             print(f"export {key}={value}")
+        print(f"web page and API: {stack.gateway_url}", flush=True)
+        print(f"an API key for the page: i2v accounts key {LOCAL_ACCOUNT} --state-dir {state_dir}", flush=True)
         print("stack up; Ctrl-C stops everything", flush=True)
         while not stopping:
             stack.supervise()
@@ -178,15 +207,39 @@ def _stack_up(state_dir: Path) -> int:
     return 0
 
 
+def _operate(args: argparse.Namespace) -> int:
+    from services.cli import jobs
+
+    settings = _settings()
+    if args.command == "jobs":
+        if args.jobs_command == "cancel":
+            return jobs.cancel_job(settings, args.job)
+        if args.jobs_command == "replay":
+            return jobs.replay_job(settings, args.job, Stage(args.from_stage) if args.from_stage else None)
+        return jobs.show_job(settings, args.job)
+    if args.dlq_command == "list":
+        return jobs.dlq_list(settings)
+    if args.dlq_command == "show":
+        return jobs.dlq_show(settings, args.id)
+    return jobs.dlq_replay(settings, args.id)
+
+
 def _accounts(args: argparse.Namespace) -> int:
     from services.billing.ledger import AccountExistsError, UnknownAccountError, open_ledger
+    from services.gateway.auth import hash_api_key, new_api_key
 
     settings = _settings(state_dir=args.state_dir)
     ledger = open_ledger(settings.resolved_ledger_dsn())
     try:
         if args.accounts_command == "create":
-            ledger.create_account(args.name, args.points)
+            key = new_api_key()
+            ledger.create_account(args.name, args.points, api_key_hash=hash_api_key(key))
             print(f"account {args.name} created with {args.points} points")
+            print(f"API key (shown once, keep it): {key}")
+        elif args.accounts_command == "key":
+            key = new_api_key()
+            ledger.set_api_key_hash(args.name, hash_api_key(key))
+            print(f"new API key for {args.name} (shown once; the old one no longer works): {key}")
         elif args.accounts_command == "credit":
             if args.points <= 0:
                 raise CliError(f"points must be positive, got {args.points}")

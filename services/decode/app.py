@@ -2,10 +2,10 @@
 
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
-from infra.objectstore import ObjectStore
 
 from contracts.messages import LatentsReady
 from contracts.stages import Stage
+from infra.objectstore import ObjectStore
 from services.bus.service import service_kit
 from services.config import Settings
 from services.decode.stage import DecodeStage
@@ -14,8 +14,9 @@ from services.objectstore import object_store_from
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     kit = service_kit("decode", settings)
-    stage = DecodeStage(store or object_store_from(settings), settings.device, settings.decode_chunk_size)
-    runner = kit.runner(Stage.DECODE)
+    the_store = store or object_store_from(settings)
+    stage = DecodeStage(the_store, settings.device, settings.decode_chunk_size)
+    runner = kit.runner(Stage.DECODE, the_store)
 
     @kit.work_subscriber(Stage.DECODE, description="VAE temporal decode in chunks, then interpolation")
     async def on_latents_ready(cmd: LatentsReady, msg: NatsMessage) -> None:

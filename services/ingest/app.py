@@ -19,13 +19,14 @@ def build_app(
     settings: Settings, *, store: ObjectStore | None = None, model_size: ModelSize | None = None
 ) -> FastStream:
     kit = service_kit("ingest", settings)
+    the_store = store or object_store_from(settings)
     stage = IngestStage(
-        store or object_store_from(settings),
+        the_store,
         model_size or model_size_from_checkpoint,
         max_bytes=MAX_UPLOAD_BYTES,
         max_pixels=MAX_PIXELS,
     )
-    runner = kit.runner(Stage.INGEST)
+    runner = kit.runner(Stage.INGEST, the_store)
 
     @kit.work_subscriber(Stage.INGEST, description="Validate the upload and fit it to the model resolution")
     async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:

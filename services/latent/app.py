@@ -14,8 +14,9 @@ from services.objectstore import object_store_from
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     kit = service_kit("latent", settings)
-    stage = LatentStage(store or object_store_from(settings), settings.device, is_cancelled=lambda _job: False)
-    runner = kit.runner(Stage.LATENT)
+    the_store = store or object_store_from(settings)
+    stage = LatentStage(the_store, settings.device, is_cancelled=kit.cancels.is_cancelled)
+    runner = kit.runner(Stage.LATENT, the_store)
 
     @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:

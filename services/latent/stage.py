@@ -16,7 +16,7 @@ LATENTS_CONTENT_TYPE = "application/x-safetensors"
 
 
 class LatentStage:
-    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: Callable[[str], bool]) -> None:
+    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: Callable[[str, int], bool]) -> None:
         self._store = store
         self._device = device
         self._is_cancelled = is_cancelled
@@ -64,7 +64,7 @@ class LatentStage:
         pipe = self._pipeline(params.model)
 
         def on_step(step: int, total: int) -> None:
-            if self._is_cancelled(job.job_id):
+            if self._is_cancelled(job.job_id, job.generation):
                 raise JobCancelledError(job.job_id)
             progress(step, total)
 

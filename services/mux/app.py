@@ -14,8 +14,9 @@ from services.objectstore import object_store_from
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     kit = service_kit("mux", settings)
-    stage = MuxStage(store or object_store_from(settings))
-    runner = kit.runner(Stage.MUX)
+    the_store = store or object_store_from(settings)
+    stage = MuxStage(the_store)
+    runner = kit.runner(Stage.MUX, the_store)
 
     @kit.work_subscriber(Stage.MUX, description="Encode H.264 MP4 with faststart and a poster")
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:

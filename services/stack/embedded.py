@@ -16,12 +16,15 @@ from pathlib import Path
 
 from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore
+from infra.ports import LOOPBACK, free_port
 from infra.seaweed import SeaweedS3
 from services.config import Settings
 
 log = logging.getLogger("i2v.stack")
 
 SERVICES = ("ingest", "billing", "latent", "decode", "mux")
+WITH_GATEWAY = (*SERVICES, "gateway")
+"""What ``i2v stack up`` runs: the pipeline and the HTTP gateway in front of it."""
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -46,6 +49,7 @@ class EmbeddedStack:
     say: Callable[[str], None] = lambda _line: None
     nats: NatsServer | None = None
     s3: SeaweedS3 | None = None
+    gateway_port: int | None = None
     _children: dict[str, _Child] = field(default_factory=dict)
 
     def __enter__(self) -> "EmbeddedStack":
@@ -67,6 +71,8 @@ class EmbeddedStack:
             self.nats.start()
             self.s3.start()
             self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
+            if "gateway" in self.services and self.gateway_port is None:
+                self.gateway_port = free_port()
             settings = self.settings()
             S3ObjectStore(
                 settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
@@ -111,8 +117,17 @@ class EmbeddedStack:
             "I2V_DEFAULT_ACCOUNT": LOCAL_ACCOUNT,
             "I2V_DEFAULT_ACCOUNT_POINTS": str(LOCAL_ACCOUNT_POINTS),
         }
+        if self.gateway_port is not None:
+            env["I2V_GATEWAY_HOST"] = LOOPBACK
+            env["I2V_GATEWAY_PORT"] = str(self.gateway_port)
         env.update(self.extra_env)
         return env
+
+    @property
+    def gateway_url(self) -> str:
+        """Where the gateway's web page and API answer (the stack must run the gateway)."""
+        assert self.gateway_port is not None, "the stack runs no gateway"
+        return f"http://{LOOPBACK}:{self.gateway_port}"
 
     def settings(self) -> Settings:
         env = self.env()

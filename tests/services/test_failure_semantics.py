@@ -1,0 +1,208 @@
+"""Cancel, replay, dead letters and supervision on a real embedded stack (separate service processes)."""
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+
+from contracts.messages import (
+    JobCancelled,
+    JobCompleted,
+    StageProgress,
+    StageStarted,
+)
+from contracts.params import GenerationParams
+from contracts.stages import Stage
+from infra.objectstore import S3ObjectStore
+from services.billing.ledger import open_ledger
+from services.jobclient import Followed, JobClient
+from services.stack.embedded import LOCAL_ACCOUNT, EmbeddedStack
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = (ROOT / "examples" / "harbor.png").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    # A short ack deadline so a killed worker's command comes back quickly; heartbeats keep live work.
+    env = {"I2V_ACK_WAIT_S": "4", "I2V_HEARTBEAT_S": "1", "I2V_RETRY_BACKOFF_S": "[0.2]"}
+    stack = EmbeddedStack(tmp_path_factory.mktemp("stack"), extra_env=env)
+    stack.start()
+    stop = threading.Event()
+
+    def supervise() -> None:
+        while not stop.is_set():
+            stack.supervise()
+            time.sleep(0.2)
+
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
+    yield stack
+    stop.set()
+    supervisor.join()
+    stack.stop()
+
+
+def _balance(stack: EmbeddedStack) -> int:
+    return open_ledger(stack.settings().resolved_ledger_dsn()).balance(LOCAL_ACCOUNT)
+
+
+def test_cancel_a_running_job_stops_within_a_step_and_refunds(stack: EmbeddedStack) -> None:
+    async def scenario() -> tuple[list[Followed], int]:
+        settings = stack.settings()
+        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+        client = await JobClient.connect(settings.nats_url, store)
+        try:
+            job = await client.submit(IMAGE, GenerationParams(steps=50, seed=1), LOCAL_ACCOUNT)
+            events: list[Followed] = []
+            cancelled_at_step = -1
+            async for item in client.follow(job.job_id):
+                events.append(item)
+                event = item.event
+                if isinstance(event, StageProgress) and event.stage == Stage.LATENT and event.step == 3:
+                    await client.cancel(job.job_id)
+                    cancelled_at_step = event.step
+            return events, cancelled_at_step
+        finally:
+            await client.close()
+
+    before = _balance(stack)
+    events, cancelled_at = asyncio.run(scenario())
+    final = events[-1].event
+    assert isinstance(final, JobCancelled) and final.stage == Stage.LATENT
+    steps = [e.event.step for e in events if isinstance(e.event, StageProgress) and e.event.stage == Stage.LATENT]
+    # The step in flight when the cancel landed may finish; no step after it does.
+    assert cancelled_at == 3 and max(steps) <= 5, steps
+    assert not any(isinstance(e.event, StageStarted) and e.event.stage == Stage.DECODE for e in events)
+    deadline = time.monotonic() + 20
+    while _balance(stack) != before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _balance(stack) == before, "the cancelled job's points did not come back"
+
+
+def test_cancel_a_queued_job_before_it_starts_then_replay_it(stack: EmbeddedStack) -> None:
+    async def scenario() -> tuple[list[Followed], list[Followed], int]:
+        settings = stack.settings()
+        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+        client = await JobClient.connect(settings.nats_url, store)
+        try:
+            # The first job keeps the single latent worker busy while the second waits in its queue.
+            first = await client.submit(IMAGE, GenerationParams(steps=30, seed=2), LOCAL_ACCOUNT)
+            second = await client.submit(IMAGE, GenerationParams(steps=2, seed=3, duration=1), LOCAL_ACCOUNT)
+            async for item in client.follow(first.job_id):
+                if isinstance(item.event, StageProgress) and item.event.stage == Stage.LATENT:
+                    break
+            await client.cancel(second.job_id)
+            second_events = [item async for item in client.follow(second.job_id)]
+            first_events = [item async for item in client.follow(first.job_id)]
+            assert isinstance(first_events[-1].event, JobCompleted)
+            # Replay the cancelled job: the stages before the cancel are not run again.
+            replayed = await client.replay(second.job_id)
+            assert replayed.generation == 1
+            after = [item async for item in client.follow(second.job_id, second_events[-1].sequence)]
+            return second_events, after, replayed.generation
+        finally:
+            await client.close()
+
+    before = _balance(stack)
+    second_events, after, generation = asyncio.run(scenario())
+    final = second_events[-1].event
+    assert isinstance(final, JobCancelled)
+    started = {e.event.stage for e in second_events if isinstance(e.event, StageStarted)}
+    assert Stage.LATENT not in started, "a cancelled queued job must not start denoising"
+    done = after[-1].event
+    assert isinstance(done, JobCompleted) and done.job.generation == generation
+    restarted = {e.event.stage for e in after if isinstance(e.event, StageStarted)}
+    assert Stage.INGEST not in restarted and {Stage.BILLING, Stage.LATENT, Stage.DECODE, Stage.MUX} <= restarted
+    # First job charged 24; the second was refunded at g0 and charged 12 at g1.
+    deadline = time.monotonic() + 20
+    while _balance(stack) != before - 24 - 12 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _balance(stack) == before - 24 - 12
+
+
+def test_a_killed_latent_worker_is_restarted_and_the_job_completes(stack: EmbeddedStack) -> None:
+    async def scenario() -> list[Followed]:
+        settings = stack.settings()
+        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+        client = await JobClient.connect(settings.nats_url, store)
+        try:
+            job = await client.submit(IMAGE, GenerationParams(steps=20, seed=4), LOCAL_ACCOUNT)
+            events: list[Followed] = []
+            killed = False
+            async for item in client.follow(job.job_id):
+                events.append(item)
+                event = item.event
+                if not killed and isinstance(event, StageProgress) and event.stage == Stage.LATENT and event.step == 2:
+                    os.kill(stack.pid("latent"), signal.SIGKILL)  # mid-denoise
+                    killed = True
+            return events
+        finally:
+            await client.close()
+
+    events = asyncio.run(scenario())
+    assert isinstance(events[-1].event, JobCompleted)
+    attempts = [e.event.attempt for e in events if isinstance(e.event, StageStarted) and e.event.stage == Stage.LATENT]
+    assert attempts == [1, 2], attempts
+
+
+def test_poison_messages_are_dead_lettered_and_listed(stack: EmbeddedStack) -> None:
+    settings = stack.settings()
+
+    async def publish() -> None:
+        nc = await nats.connect(settings.nats_url)
+        js = nc.jetstream()
+        await js.publish("i2v.work.decode", b"\x00 definitely not json", headers={"Nats-Msg-Id": "poison-1"})
+        await js.publish("i2v.work.mux", b'{"schema_version": 9}', headers={"Nats-Msg-Id": "poison-2"})
+        await nc.close()
+
+    asyncio.run(publish())
+    env = {**os.environ, **stack.env()}
+    deadline = time.monotonic() + 30
+    listing = ""
+    while time.monotonic() < deadline:
+        listing = subprocess.run(
+            [sys.executable, "-m", "services.cli.main", "dlq", "list"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        ).stdout
+        if "not_json" in listing and "schema_violation" in listing:
+            break
+        time.sleep(0.5)
+    assert "decode" in listing and "not_json" in listing, listing
+    assert "mux" in listing and "schema_violation" in listing, listing
+    first_id = listing.split()[0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "dlq", "show", first_id],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert shown.returncode == 0 and '"stage"' in shown.stdout
+
+    # The consumers kept working: a real job still completes after the poison.
+    async def job() -> list[Followed]:
+        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+        client = await JobClient.connect(settings.nats_url, store)
+        try:
+            spec = await client.submit(IMAGE, GenerationParams(steps=2, seed=5, duration=1), LOCAL_ACCOUNT)
+            return [item async for item in client.follow(spec.job_id)]
+        finally:
+            await client.close()
+
+    assert isinstance(asyncio.run(job())[-1].event, JobCompleted)
