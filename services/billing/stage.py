@@ -16,6 +16,7 @@ from contracts.pricing import price_points
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, UnknownAccountError
+from services.bus import failpoints
 from services.bus.faults import PermanentError
 
 log = logging.getLogger("i2v.billing")
@@ -48,6 +49,7 @@ class BillingStage:
                 price=price,
                 balance=0,
             )
+        failpoints.hit("billing.after_reserve")  # crash tests: debited, nothing published yet
         if not result.ok:
             return JobRejected(
                 job=job,

@@ -29,6 +29,7 @@ from contracts.messages import (
 from contracts.stages import Stage
 from contracts.subjects import command_key
 from infra.objectstore import ObjectStore
+from services.bus import failpoints
 from services.bus.cancellation import CancelRegistry
 from services.bus.faults import Fault, JobCancelledError, classify
 from services.bus.publishing import Command, StageEvent, Terminal, route
@@ -129,6 +130,7 @@ class StageRunner:
         # Publish before ack: a crash in between redelivers, the stage reuses its stored output and
         # the republish is dropped by Nats-Msg-Id. The reverse order could lose the job.
         await self._publisher.publish(result)
+        failpoints.hit(f"{self.stage}.before_ack")
         await msg.ack()
 
     def _keep_command(self, job: JobSpec, body: bytes) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contracts.messages import LatentsReady, PointsReserved
 from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
+from services.bus import failpoints
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
 
@@ -67,6 +68,8 @@ class LatentStage:
             if self._is_cancelled(job.job_id, job.generation):
                 raise JobCancelledError(job.job_id)
             progress(step, total)
+            if step == 2:
+                failpoints.hit("latent.mid_denoise")
 
         # 3. Denoise with the job's seed; the CPU generator makes the noise the same on any device.
         latents = generate_latents(
