@@ -8,12 +8,10 @@ import queue
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
 
 import psycopg
 import pytest
@@ -40,30 +38,6 @@ T = TypeVar("T")
 
 
 # --- fixtures -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> str:
-    """The PostgreSQL server URL; skips the PostgreSQL cases only if the server cannot be reached."""
-    try:
-        with psycopg.connect(PG_SERVER, connect_timeout=3):
-            pass
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL unreachable at {PG_SERVER}: {exc}")
-    return PG_SERVER
-
-
-@pytest.fixture
-def pg_dsn(pg_server: str) -> Iterator[str]:
-    """A DSN whose search_path is a fresh schema, dropped after the test."""
-    schema = f"ledger_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{pg_server}?options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with psycopg.connect(pg_server, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])

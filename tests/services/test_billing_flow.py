@@ -1,0 +1,156 @@
+"""Billing's real app on a real nats-server with a SQLite ledger: reserve or reject, then capture or refund."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+from faststream import FastStream
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from contracts.messages import (
+    ImagePrepared,
+    JobCompleted,
+    JobFailed,
+    JobRejected,
+    JobSpec,
+    PointsReserved,
+    StageFinished,
+)
+from contracts.params import GenerationParams
+from contracts.pricing import price_points
+from contracts.refs import ObjectRef, artifact_key
+from contracts.stages import Stage
+from contracts.subjects import WORK_STREAM, durable_name, job_events_filter, work_subject
+from infra.nats_server import NatsServer
+from infra.objectstore import MemoryObjectStore
+from services.billing.app import build_app
+from services.billing.ledger import SqlLedger, open_ledger
+from services.bus.publishing import Command, Terminal, route
+from tests.services.test_runner_delivery import Tail, consumer_drained, fresh_bus, has, settings_for
+
+pytestmark = pytest.mark.integration
+
+DURATION, FPS = 2, 8
+PRICE = price_points(DURATION, FPS)
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    async with fresh_bus(nats_server.url) as context:
+        yield context
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> SqlLedger:
+    books = open_ledger(str(tmp_path / "ledger.sqlite3"))
+    books.create_account("rich", 3 * PRICE)
+    books.create_account("poor", PRICE - 1)
+    return books
+
+
+@pytest.fixture
+async def billing(nats_server: NatsServer, ledger: SqlLedger, js: JetStreamContext) -> AsyncIterator[FastStream]:
+    app = build_app(settings_for(nats_server), ledger=ledger, store=MemoryObjectStore())
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+def image_prepared(job_id: str, account: str) -> ImagePrepared:
+    job = JobSpec(job_id=job_id, account=account, params=GenerationParams(duration=DURATION, fps=FPS, seed=3))
+    image = ObjectRef(
+        bucket="i2v", key=artifact_key(job_id, "g0/image.png"), size=1, sha256="0" * 64, content_type="image/png"
+    )
+    return ImagePrepared(job=job, image=image, width=128, height=64, source_width=128, source_height=64)
+
+
+def completed(job: JobSpec) -> JobCompleted:
+    ref = ObjectRef(
+        bucket="i2v", key=artifact_key(job.job_id, "g0/video.mp4"), size=1, sha256="0" * 64, content_type="video/mp4"
+    )
+    return JobCompleted(
+        job=job,
+        video=ref,
+        poster=ref,
+        frame_count=DURATION * FPS,
+        fps=FPS,
+        duration_s=DURATION,
+        width=128,
+        height=64,
+        price=PRICE,
+    )
+
+
+async def publish(js: JetStreamContext, message: Command | Terminal) -> None:
+    where = route(message)
+    await js.publish(where.subject, message.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def test_too_few_points_rejects_the_job_and_sends_nothing_to_latent(
+    js: JetStreamContext, ledger: SqlLedger, billing: FastStream
+) -> None:
+    cmd = image_prepared("job-poor-1", "poor")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+
+    await publish(js, cmd)
+    await events.until(has(JobRejected))
+    await consumer_drained(js, Stage.BILLING)
+
+    [rejected] = [e for e in events.events() if isinstance(e, JobRejected)]
+    assert (rejected.code, rejected.price, rejected.balance) == ("insufficient_points", PRICE, PRICE - 1)
+    assert (await js.stream_info(WORK_STREAM)).state.messages == 0  # no PointsReserved waits for latent
+    assert ledger.balance("poor") == PRICE - 1
+    assert ledger.reservation(cmd.job.job_id, 0) is None
+
+
+async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(
+    js: JetStreamContext, ledger: SqlLedger, billing: FastStream
+) -> None:
+    done, broken = image_prepared("job-rich-ok", "rich"), image_prepared("job-rich-fails", "rich")
+    events = await Tail.open(js, "i2v.events.>")
+    latent = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM)
+
+    await publish(js, done)
+    await publish(js, broken)
+    messages: list[Msg] = []
+    while len(messages) < 2:  # a fetch may return part of the batch
+        messages += await latent.fetch(2 - len(messages), timeout=10)
+    for msg in messages:
+        await msg.ack()
+    await events.until(has(StageFinished, 2))
+
+    reserved = [PointsReserved.model_validate_json(m.data) for m in messages]
+    assert [(r.job.job_id, r.price, r.image) for r in reserved] == [
+        ("job-rich-ok", PRICE, done.image),
+        ("job-rich-fails", PRICE, broken.image),
+    ]
+    assert all(
+        m.headers is not None and m.headers["Nats-Msg-Id"] == route(r).msg_id
+        for m, r in zip(messages, reserved, strict=True)
+    )
+    assert ledger.balance("rich") == PRICE  # two of three prices held
+
+    await publish(js, completed(done.job))
+    await publish(js, JobFailed(job=broken.job, stage=Stage.DECODE, code="internal", reason="decode crashed"))
+
+    def state(job: ImagePrepared) -> str | None:
+        reservation = ledger.reservation(job.job.job_id, 0)
+        return None if reservation is None else reservation.state
+
+    await until(lambda: state(done) == "captured", "the completed job's capture")
+    await until(lambda: state(broken) == "refunded", "the failed job's refund")
+    assert ledger.balance("rich") == 2 * PRICE
+    assert ledger.reconcile() == []

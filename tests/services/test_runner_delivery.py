@@ -1,0 +1,415 @@
+"""Delivery semantics of StageRunner + ServiceKit on a real nats-server: acks, retries, dead letters, dedup,
+poison messages and heartbeats. The stage is a probe whose work function each test scripts; no model."""
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import nats
+import pytest
+from faststream import FastStream
+from faststream.nats.annotations import NatsMessage
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from contracts.messages import (
+    DeadLetter,
+    Event,
+    ImagePrepared,
+    JobFailed,
+    JobSpec,
+    JobSubmitted,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+    parse_event,
+)
+from contracts.params import GenerationParams
+from contracts.refs import ObjectRef, artifact_key
+from contracts.stages import Stage
+from contracts.subjects import (
+    CANCEL_BUCKET,
+    DLQ_STREAM,
+    EVENTS_STREAM,
+    WORK_STREAM,
+    dlq_subject,
+    durable_name,
+    job_events_filter,
+    work_subject,
+)
+from infra.nats_server import NatsServer
+from services.bus.faults import PermanentError, TransientError
+from services.bus.publishing import route
+from services.bus.runner import Progress, delivery_count
+from services.bus.service import service_kit
+from services.bus.streams import ensure_streams
+from services.config import Settings
+
+pytestmark = pytest.mark.integration
+
+STAGE = Stage.INGEST  # the probe stands in for ingest: JobSubmitted in, ImagePrepared out
+TIMEOUT_S = 20.0
+
+
+# --- helpers shared with test_billing_flow ----------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def fresh_bus(url: str) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on streams emptied of every earlier test's messages and consumers."""
+    nc: NatsClient = await nats.connect(url)
+    js = nc.jetstream()
+    for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+    with contextlib.suppress(BucketNotFoundError, NotFoundError):
+        await js.delete_key_value(CANCEL_BUCKET)
+    await ensure_streams(js)
+    try:
+        yield js
+    finally:
+        await nc.close()
+
+
+class Tail:
+    """Every message on a subject, from the stream's start, as it arrives (an ordered consumer)."""
+
+    def __init__(self, sub: JetStreamContext.PushSubscription) -> None:
+        self._sub = sub
+        self.messages: list[Msg] = []
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, subject: str) -> "Tail":
+        return cls(await js.subscribe(subject, ordered_consumer=True))
+
+    async def until(self, done: Callable[[list[Msg]], bool], timeout: float = TIMEOUT_S) -> list[Msg]:
+        """Read on until ``done(messages)``; fail the test naming what arrived if it never is."""
+        deadline = time.monotonic() + timeout
+        while not done(self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; got {[m.data[:200] for m in self.messages]}")
+            with contextlib.suppress(nats.errors.TimeoutError):
+                self.messages.append(await self._sub.next_msg(timeout=min(remaining, 0.5)))
+        return self.messages
+
+    async def quiet(self, seconds: float) -> list[Msg]:
+        """Read whatever else arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(nats.errors.TimeoutError):
+                self.messages.append(await self._sub.next_msg(timeout=remaining))
+        return self.messages
+
+    def events(self) -> list[Event]:
+        return [parse_event(m.data) for m in self.messages]
+
+
+def has(kind: type, count: int = 1) -> Callable[[list[Msg]], bool]:
+    """``Tail.until`` condition: at least ``count`` events of type ``kind`` arrived."""
+    return lambda messages: sum(isinstance(parse_event(m.data), kind) for m in messages) >= count
+
+
+def at_least(count: int) -> Callable[[list[Msg]], bool]:
+    """``Tail.until`` condition: at least ``count`` messages of any kind arrived."""
+    return lambda messages: len(messages) >= count
+
+
+async def consumer_drained(js: JetStreamContext, stage: Stage, timeout: float = 10.0) -> ConsumerInfo:
+    """The stage's durable once nothing is pending or unacked; fails if that never happens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info: ConsumerInfo = await js.consumer_info(WORK_STREAM, durable_name(stage))
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            return info
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{durable_name(stage)} never drained: {info}")
+        await asyncio.sleep(0.05)
+
+
+def settings_for(server: NatsServer, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "nats_url": server.url,
+        "s3_endpoint": "http://127.0.0.1:9",  # required by the kit; the probe never touches a store
+        "max_deliver": 3,
+        "retry_backoff_s": (0.1,),
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)
+
+
+async def publish(js: JetStreamContext, command: JobSubmitted) -> bool:
+    """Publish as the services do (subject and Nats-Msg-Id from route); True if JetStream dropped it."""
+    where = route(command)
+    ack = await js.publish(where.subject, command.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
+    return bool(ack.duplicate)
+
+
+def spec(job_id: str) -> JobSpec:
+    return JobSpec(job_id=job_id, account="alice", params=GenerationParams(duration=2, fps=8, steps=2, seed=1))
+
+
+def submitted(job_id: str) -> JobSubmitted:
+    upload = ObjectRef(
+        bucket="i2v", key=artifact_key(job_id, "upload"), size=1, sha256="0" * 64, content_type="image/png"
+    )
+    return JobSubmitted(job=spec(job_id), upload=upload)
+
+
+def prepared(cmd: JobSubmitted) -> ImagePrepared:
+    return ImagePrepared(job=cmd.job, image=cmd.upload, width=128, height=64, source_width=128, source_height=64)
+
+
+# --- the probe stage --------------------------------------------------------------------------------
+
+Behaviour = Callable[[int, Progress], None]
+"""What the probe's work does on a given attempt before returning ImagePrepared; raise to fail."""
+
+
+@dataclass
+class Probe:
+    """Records each (job, attempt) its work function ran, across every replica."""
+
+    behaviour: Behaviour
+    calls: list[tuple[str, int]] = field(default_factory=list)
+
+    def app(self, settings: Settings) -> FastStream:
+        kit = service_kit("probe", settings)
+        runner = kit.runner(STAGE, None)
+
+        @kit.work_subscriber(STAGE, description="a stage whose work the test scripts")
+        async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:
+            attempt = delivery_count(msg)
+
+            def work(progress: Progress) -> ImagePrepared:
+                self.calls.append((cmd.job.job_id, attempt))
+                self.behaviour(attempt, progress)
+                return prepared(cmd)
+
+            await runner.run(msg, cmd.job, work)
+
+        return kit.app()
+
+
+@contextlib.asynccontextmanager
+async def running(*apps: FastStream) -> AsyncIterator[None]:
+    for app in apps:
+        await app.start()
+    try:
+        yield
+    finally:
+        for app in apps:
+            await app.stop()
+
+
+def succeed(_attempt: int, progress: Progress) -> None:
+    progress(1, 2)
+    progress(2, 2)
+
+
+def transient_until(good_attempt: int) -> Behaviour:
+    def behaviour(attempt: int, progress: Progress) -> None:
+        if attempt < good_attempt:
+            raise TransientError("probe_flake", f"flaky on attempt {attempt}")
+        succeed(attempt, progress)
+
+    return behaviour
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    async with fresh_bus(nats_server.url) as context:
+        yield context
+
+
+# --- the tests --------------------------------------------------------------------------------------
+
+
+async def test_success_publishes_lifecycle_events_and_the_next_command_then_acks(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    probe = Probe(succeed)
+    cmd = submitted("job-ok-1")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+
+    async with running(probe.app(settings_for(nats_server))):
+        assert not await publish(js, cmd)
+        await events.until(has(StageFinished))
+        await consumer_drained(js, STAGE)
+
+    assert probe.calls == [("job-ok-1", 1)]
+    kinds = [(type(e).__name__, getattr(e, "step", None)) for e in events.events()]
+    assert kinds == [("StageStarted", None), ("StageProgress", 1), ("StageProgress", 2), ("StageFinished", None)]
+    started = events.events()[0]
+    assert isinstance(started, StageStarted) and (started.stage, started.attempt) == (STAGE, 1)
+    for msg, event in zip(events.messages, events.events(), strict=True):
+        assert msg.headers is not None and msg.headers["Nats-Msg-Id"] == route(event).msg_id
+    # The next command waits on billing's subject with the id that deduplicates a republish.
+    nxt = await js.get_last_msg(WORK_STREAM, work_subject(Stage.BILLING))
+    assert nxt.data is not None
+    assert ImagePrepared.model_validate_json(nxt.data) == prepared(cmd)
+    assert nxt.headers is not None and nxt.headers["Nats-Msg-Id"] == route(prepared(cmd)).msg_id
+
+
+async def test_a_transient_failure_is_retried_until_it_succeeds(js: JetStreamContext, nats_server: NatsServer) -> None:
+    probe = Probe(transient_until(3))
+    cmd = submitted("job-flaky-1")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+
+    async with running(probe.app(settings_for(nats_server, max_deliver=5))):
+        await publish(js, cmd)
+        await events.until(has(StageFinished))
+        await consumer_drained(js, STAGE)
+
+    assert probe.calls == [("job-flaky-1", 1), ("job-flaky-1", 2), ("job-flaky-1", 3)]
+    assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1, 2, 3]
+    assert {e.attempt for e in events.events() if isinstance(e, StageProgress)} == {3}
+    assert not any(isinstance(e, JobFailed) for e in events.events())
+    nxt = await js.get_last_msg(WORK_STREAM, work_subject(Stage.BILLING))
+    assert nxt.data is not None
+    assert ImagePrepared.model_validate_json(nxt.data).job.job_id == "job-flaky-1"
+
+
+async def test_a_fault_that_never_clears_is_dead_lettered_after_max_deliver(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    probe = Probe(transient_until(99))
+    cmd = submitted("job-doomed-1")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+    dlq = await Tail.open(js, dlq_subject(STAGE))
+
+    async with running(probe.app(settings_for(nats_server, max_deliver=3))):
+        await publish(js, cmd)
+        await events.until(has(JobFailed))
+        await dlq.until(at_least(1))
+        await consumer_drained(js, STAGE)
+        # Longer than the backoff (0.1 s): a nack instead of a final reject would have redelivered by now.
+        await asyncio.sleep(1.0)
+        await events.quiet(0.1)
+        await dlq.quiet(0.1)
+
+    assert probe.calls == [("job-doomed-1", 1), ("job-doomed-1", 2), ("job-doomed-1", 3)]
+    [letter] = [DeadLetter.model_validate_json(m.data) for m in dlq.messages]
+    assert (letter.stage, letter.attempts, letter.code, letter.job_id) == (STAGE, 3, "probe_flake", "job-doomed-1")
+    assert "flaky on attempt 3" in letter.error
+    assert JobSubmitted.model_validate_json(letter.body) == cmd  # kept whole for replay
+    [failed] = [e for e in events.events() if isinstance(e, JobFailed)]
+    assert (failed.stage, failed.code, failed.job.job_id) == (STAGE, "probe_flake", "job-doomed-1")
+    assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1, 2, 3]
+    assert not any(isinstance(e, StageFinished) for e in events.events())
+    assert (await js.stream_info(WORK_STREAM)).state.messages == 0
+
+
+async def test_a_permanent_failure_fails_the_job_at_once_without_a_dead_letter(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    def refuse(_attempt: int, _progress: Progress) -> None:
+        raise PermanentError("bad_input", "the upload is a spreadsheet")
+
+    probe = Probe(refuse)
+    cmd = submitted("job-bad-1")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+
+    async with running(probe.app(settings_for(nats_server, max_deliver=3))):
+        await publish(js, cmd)
+        await events.until(has(JobFailed))
+        await consumer_drained(js, STAGE)
+        await asyncio.sleep(0.5)  # five backoffs' worth: room for a wrong retry to show
+        await events.quiet(0.1)
+
+    assert probe.calls == [("job-bad-1", 1)]
+    [failed] = [e for e in events.events() if isinstance(e, JobFailed)]
+    assert (failed.stage, failed.code, failed.reason) == (STAGE, "bad_input", "the upload is a spreadsheet")
+    assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1]
+    assert (await js.stream_info(DLQ_STREAM)).state.messages == 0
+
+
+async def test_poison_messages_are_dead_lettered_and_the_consumer_keeps_working(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    probe = Probe(succeed)
+    good = submitted("job-after-poison")
+    wrong_version = submitted("job-v2-1").model_dump(mode="json") | {"schema_version": 2}
+    missing_upload = {k: v for k, v in submitted("job-partial-1").model_dump(mode="json").items() if k != "upload"}
+
+    poison = [
+        (b"\x00\xffnot json at all {", "not_json", None),
+        (json.dumps(wrong_version).encode(), "schema_violation", "job-v2-1"),
+        (json.dumps(missing_upload).encode(), "schema_violation", "job-partial-1"),
+    ]
+    dlq = await Tail.open(js, dlq_subject(STAGE))
+    events = await Tail.open(js, "i2v.events.>")
+
+    async with running(probe.app(settings_for(nats_server))):
+        for index, (body, _, _) in enumerate(poison):
+            await js.publish(work_subject(STAGE), body, headers={"Nats-Msg-Id": f"poison-{index}"})
+        await publish(js, good)
+        await events.until(has(StageFinished))
+        await dlq.until(at_least(len(poison)))
+        await consumer_drained(js, STAGE)
+        await events.until(has(JobFailed, 2))
+
+    assert probe.calls == [("job-after-poison", 1)]  # no poison reached the work function
+    letters = [DeadLetter.model_validate_json(m.data) for m in dlq.messages]
+    assert [(d.code, d.job_id, d.stage, d.attempts) for d in letters] == [
+        (code, job, STAGE, 1) for _, code, job in poison
+    ]
+    assert [d.body.encode("utf-8", "backslashreplace") for d in letters[1:]] == [b for b, _, _ in poison[1:]]
+    assert "not json" in letters[0].body
+    # Where the job could still be read, it is failed too, so nobody waits on it forever.
+    failed = sorted(e.job.job_id for e in events.events() if isinstance(e, JobFailed))
+    assert failed == ["job-partial-1", "job-v2-1"]
+
+
+async def test_the_same_command_published_twice_is_processed_once(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    probe = Probe(succeed)
+    cmd, sentinel = submitted("job-twice-1"), submitted("job-sentinel-1")
+    events = await Tail.open(js, "i2v.events.>")
+
+    assert not await publish(js, cmd)
+    assert await publish(js, cmd)  # JetStream reports the repeat as a duplicate and does not store it
+    assert not await publish(js, sentinel)
+    async with running(probe.app(settings_for(nats_server))):
+        # The work stream is FIFO: once the sentinel is done, a stored twin would have run before it.
+        await events.until(
+            lambda ms: any(
+                isinstance(e := parse_event(m.data), StageFinished) and e.job_id == "job-sentinel-1" for m in ms
+            )
+        )
+        await consumer_drained(js, STAGE)
+
+    assert probe.calls == [("job-twice-1", 1), ("job-sentinel-1", 1)]
+    assert sum(isinstance(e, StageStarted) and e.job_id == "job-twice-1" for e in events.events()) == 1
+
+
+async def test_heartbeats_keep_a_long_command_from_being_redelivered(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    def slow(attempt: int, progress: Progress) -> None:
+        time.sleep(3.0)  # three times the ack deadline
+        succeed(attempt, progress)
+
+    probe = Probe(slow)
+    cmd = submitted("job-long-1")
+    settings = settings_for(nats_server, ack_wait_s=1.0, heartbeat_s=0.3)
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+
+    # A second, idle replica holds a pull request open: without heartbeats it would get the redelivery.
+    async with running(probe.app(settings), probe.app(settings)):
+        await publish(js, cmd)
+        await events.until(has(StageFinished))
+        info = await consumer_drained(js, STAGE)
+        await asyncio.sleep(1.5)  # past one more ack deadline
+        await events.quiet(0.1)
+
+    assert probe.calls == [("job-long-1", 1)]
+    assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1]
+    assert info.delivered is not None and info.delivered.consumer_seq == 1  # one delivery in all, redeliveries included
