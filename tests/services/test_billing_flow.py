@@ -1,10 +1,12 @@
 """Billing's real app on a real nats-server with a SQLite ledger: reserve or reject, then capture or refund."""
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import nats.errors
 import pytest
 from faststream import FastStream
 from nats.aio.msg import Msg
@@ -154,3 +156,49 @@ async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(
     await until(lambda: state(broken) == "refunded", "the failed job's refund")
     assert ledger.balance("rich") == 2 * PRICE
     assert ledger.reconcile() == []
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "shared-ledger.sqlite3")
+    dsn: str = request.getfixturevalue("pg_dsn")
+    return dsn
+
+
+async def test_fifty_simultaneous_jobs_against_points_for_ten_reserve_exactly_ten(
+    js: JetStreamContext, nats_server: NatsServer, ledger_target: str
+) -> None:
+    """Three billing replicas, each with its own ledger connection like separate processes, race for one
+    balance: exactly ten reservations, forty rejections, no negative balance, books that reconcile."""
+    books = open_ledger(ledger_target)
+    books.create_account("crowd", 10 * PRICE)
+    replicas = [
+        build_app(settings_for(nats_server), ledger=open_ledger(ledger_target), store=MemoryObjectStore())
+        for _ in range(3)
+    ]
+    events = await Tail.open(js, "i2v.events.*.terminal")
+    for app in replicas:
+        await app.start()
+    try:
+        commands = [image_prepared(f"job-crowd-{i:02d}", "crowd") for i in range(50)]
+        await asyncio.gather(*(publish(js, cmd) for cmd in commands))
+        await events.until(has(JobRejected, 40), timeout=60)
+        await consumer_drained(js, Stage.BILLING, timeout=60)
+    finally:
+        for app in replicas:
+            await app.stop()
+
+    latent = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM)
+    reserved: list[PointsReserved] = []
+    with contextlib.suppress(nats.errors.TimeoutError):
+        while True:
+            for msg in await latent.fetch(50, timeout=2):
+                reserved.append(PointsReserved.model_validate_json(msg.data))
+                await msg.ack()
+    rejected = [e for e in events.events() if isinstance(e, JobRejected)]
+    assert len(reserved) == 10 and len({r.job.job_id for r in reserved}) == 10
+    assert len(rejected) == 40
+    assert {r.job.job_id for r in reserved}.isdisjoint({r.job.job_id for r in rejected})
+    assert books.balance("crowd") == 0
+    assert books.reconcile() == []
