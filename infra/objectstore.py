@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Protocol, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 import urllib3
@@ -115,6 +115,14 @@ def _check_expiry(expires_s: int) -> None:
         raise ValueError(f"expires_s must be between 1 and {_MAX_PRESIGN_S}, got {expires_s}")
 
 
+class ClientOptions(TypedDict, total=False):
+    """Keyword options of :func:`minio_client`, passed through by :class:`S3ObjectStore`."""
+
+    region: str
+    connect_timeout_s: float
+    read_timeout_s: float
+
+
 def minio_client(
     endpoint: str,
     access_key: str,
@@ -159,21 +167,12 @@ class S3ObjectStore:
         access_key: str,
         secret_key: str,
         bucket: str,
-        *,
-        region: str = "us-east-1",
-        connect_timeout_s: float = 2.0,
-        read_timeout_s: float = 15.0,
+        **options: Unpack[ClientOptions],
     ) -> None:
+        """``options`` as for :func:`minio_client`: ``region``, ``connect_timeout_s``, ``read_timeout_s``."""
         self.endpoint = endpoint
         self.bucket = bucket
-        self._client = minio_client(
-            endpoint,
-            access_key,
-            secret_key,
-            region=region,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-        )
+        self._client = minio_client(endpoint, access_key, secret_key, **options)
 
     def ensure_bucket(self) -> None:
         """Create the bucket unless it exists."""

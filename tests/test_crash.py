@@ -16,53 +16,34 @@ import pytest
 from contracts.messages import JobCompleted
 from contracts.params import GenerationParams
 from contracts.pricing import price_points
-from infra.objectstore import S3ObjectStore, minio_client
+from infra.objectstore import minio_client
 from services.billing.ledger import open_ledger
-from services.jobclient import JobClient, JobHistory
+from services.jobclient import JobHistory
 from services.stack.embedded import EmbeddedStack
+from tests.stacks import job_client, supervised_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 IMAGE = (Path(__file__).resolve().parents[1] / "examples" / "harbor.png").read_bytes()
-FAST = {"I2V_ACK_WAIT_S": "4", "I2V_HEARTBEAT_S": "1"}
 
 
 @pytest.fixture
 def make_stack(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], EmbeddedStack]]:
-    stacks: list[tuple[EmbeddedStack, threading.Event, threading.Thread]] = []
+    with contextlib.ExitStack() as running:
 
-    def make(env: dict[str, str]) -> EmbeddedStack:
-        stack = EmbeddedStack(tmp_path / f"stack{len(stacks)}", extra_env={**FAST, **env})
-        stack.start()
-        stop = threading.Event()
+        def make(env: dict[str, str]) -> EmbeddedStack:
+            return running.enter_context(supervised_stack(tmp_path / "stack", env))
 
-        def supervise() -> None:
-            while not stop.is_set():
-                stack.supervise()
-                time.sleep(0.2)
-
-        thread = threading.Thread(target=supervise, daemon=True)
-        thread.start()
-        stacks.append((stack, stop, thread))
-        return stack
-
-    yield make
-    for stack, stop, thread in stacks:
-        stop.set()
-        thread.join()
-        stack.stop()
+        yield make
 
 
 def _run_batch(
     stack: EmbeddedStack, jobs: list[tuple[str, GenerationParams]], during: Callable[[], None], timeout: float = 300
 ) -> list[JobHistory]:
     """Submit every job, run ``during`` in a thread, then poll each job's history until it ends."""
-    settings = stack.settings()
 
     async def scenario() -> list[JobHistory]:
-        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-        client = await JobClient.connect(settings.nats_url, store)
-        try:
+        async with job_client(stack) as client:
             specs = [await client.submit(IMAGE, params, account) for account, params in jobs]
             chaos = threading.Thread(target=during, daemon=True)
             chaos.start()
@@ -87,8 +68,6 @@ def _run_batch(
             # Let late redeliveries (if any) show themselves before counting.
             await asyncio.sleep(3)
             return [await client.history(spec.job_id) for spec in specs]
-        finally:
-            await client.close()
 
     return asyncio.run(scenario())
 

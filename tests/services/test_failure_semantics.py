@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +20,10 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams
 from contracts.stages import Stage
-from infra.objectstore import S3ObjectStore
 from services.billing.ledger import open_ledger
-from services.jobclient import Followed, JobClient
+from services.jobclient import Followed
 from services.stack.embedded import LOCAL_ACCOUNT, EmbeddedStack
+from tests.stacks import job_client, supervised_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -34,23 +33,8 @@ IMAGE = (ROOT / "examples" / "harbor.png").read_bytes()
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    # A short ack deadline so a killed worker's command comes back quickly; heartbeats keep live work.
-    env = {"I2V_ACK_WAIT_S": "4", "I2V_HEARTBEAT_S": "1", "I2V_RETRY_BACKOFF_S": "[0.2]"}
-    stack = EmbeddedStack(tmp_path_factory.mktemp("stack"), extra_env=env)
-    stack.start()
-    stop = threading.Event()
-
-    def supervise() -> None:
-        while not stop.is_set():
-            stack.supervise()
-            time.sleep(0.2)
-
-    supervisor = threading.Thread(target=supervise, daemon=True)
-    supervisor.start()
-    yield stack
-    stop.set()
-    supervisor.join()
-    stack.stop()
+    with supervised_stack(tmp_path_factory.mktemp("stack"), {"I2V_RETRY_BACKOFF_S": "[0.2]"}) as stack:
+        yield stack
 
 
 def _balance(stack: EmbeddedStack) -> int:
@@ -59,10 +43,7 @@ def _balance(stack: EmbeddedStack) -> int:
 
 def test_cancel_a_running_job_stops_within_a_step_and_refunds(stack: EmbeddedStack) -> None:
     async def scenario() -> tuple[list[Followed], int]:
-        settings = stack.settings()
-        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-        client = await JobClient.connect(settings.nats_url, store)
-        try:
+        async with job_client(stack) as client:
             job = await client.submit(IMAGE, GenerationParams(steps=50, seed=1), LOCAL_ACCOUNT)
             events: list[Followed] = []
             cancelled_at_step = -1
@@ -73,8 +54,6 @@ def test_cancel_a_running_job_stops_within_a_step_and_refunds(stack: EmbeddedSta
                     await client.cancel(job.job_id)
                     cancelled_at_step = event.step
             return events, cancelled_at_step
-        finally:
-            await client.close()
 
     before = _balance(stack)
     events, cancelled_at = asyncio.run(scenario())
@@ -92,10 +71,7 @@ def test_cancel_a_running_job_stops_within_a_step_and_refunds(stack: EmbeddedSta
 
 def test_cancel_a_queued_job_before_it_starts_then_replay_it(stack: EmbeddedStack) -> None:
     async def scenario() -> tuple[list[Followed], list[Followed], int]:
-        settings = stack.settings()
-        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-        client = await JobClient.connect(settings.nats_url, store)
-        try:
+        async with job_client(stack) as client:
             # The first job keeps the single latent worker busy while the second waits in its queue.
             first = await client.submit(IMAGE, GenerationParams(steps=30, seed=2), LOCAL_ACCOUNT)
             second = await client.submit(IMAGE, GenerationParams(steps=2, seed=3, duration=1), LOCAL_ACCOUNT)
@@ -111,8 +87,6 @@ def test_cancel_a_queued_job_before_it_starts_then_replay_it(stack: EmbeddedStac
             assert replayed.generation == 1
             after = [item async for item in client.follow(second.job_id, second_events[-1].sequence)]
             return second_events, after, replayed.generation
-        finally:
-            await client.close()
 
     before = _balance(stack)
     second_events, after, generation = asyncio.run(scenario())
@@ -133,10 +107,7 @@ def test_cancel_a_queued_job_before_it_starts_then_replay_it(stack: EmbeddedStac
 
 def test_a_killed_latent_worker_is_restarted_and_the_job_completes(stack: EmbeddedStack) -> None:
     async def scenario() -> list[Followed]:
-        settings = stack.settings()
-        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-        client = await JobClient.connect(settings.nats_url, store)
-        try:
+        async with job_client(stack) as client:
             job = await client.submit(IMAGE, GenerationParams(steps=20, seed=4), LOCAL_ACCOUNT)
             events: list[Followed] = []
             killed = False
@@ -147,8 +118,6 @@ def test_a_killed_latent_worker_is_restarted_and_the_job_completes(stack: Embedd
                     os.kill(stack.pid("latent"), signal.SIGKILL)  # mid-denoise
                     killed = True
             return events
-        finally:
-            await client.close()
 
     events = asyncio.run(scenario())
     assert isinstance(events[-1].event, JobCompleted)
@@ -197,12 +166,8 @@ def test_poison_messages_are_dead_lettered_and_listed(stack: EmbeddedStack) -> N
 
     # The consumers kept working: a real job still completes after the poison.
     async def job() -> list[Followed]:
-        store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-        client = await JobClient.connect(settings.nats_url, store)
-        try:
+        async with job_client(stack) as client:
             spec = await client.submit(IMAGE, GenerationParams(steps=2, seed=5, duration=1), LOCAL_ACCOUNT)
             return [item async for item in client.follow(spec.job_id)]
-        finally:
-            await client.close()
 
     assert isinstance(asyncio.run(job())[-1].event, JobCompleted)

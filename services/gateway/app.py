@@ -1,0 +1,73 @@
+"""Composition root of the gateway: settings in, adapters built, the FastAPI app out.
+
+Nothing connects when the app is built; the lifespan connects to NATS, catches the jobs index up
+from the events stream and starts the fan-out of live events.
+"""
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from infra.objectstore import ObjectStore
+from services.billing.ledger import Ledger, open_ledger
+from services.config import Settings
+from services.gateway import api, errors
+from services.gateway.auth import TokenSigner, load_or_create_secret
+from services.gateway.jobs_index import JobsIndex
+from services.gateway.media import MediaCache
+from services.gateway.runtime import Gateway, connect, disconnect
+from services.objectstore import object_store_from
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+def build_app(
+    settings: Settings,
+    *,
+    ledger: Ledger | None = None,
+    store: ObjectStore | None = None,
+    index: JobsIndex | None = None,
+    heartbeat_s: float = 15.0,
+) -> FastAPI:
+    """The gateway app; ``ledger``, ``store`` and ``index`` default to the ones settings name."""
+    settings.require_connections()
+    the_store = store or object_store_from(settings)
+    gateway = Gateway(
+        settings=settings,
+        ledger=ledger or open_ledger(settings.resolved_ledger_dsn()),
+        store=the_store,
+        index=index or JobsIndex(settings.state_dir / "gateway.sqlite3"),
+        signer=TokenSigner(load_or_create_secret(settings.gateway_secret, settings.state_dir)),
+        media=MediaCache(the_store),
+        heartbeat_s=heartbeat_s,
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await connect(gateway)
+        try:
+            yield
+        finally:
+            await disconnect(gateway)
+
+    app = FastAPI(
+        title="i2v gateway",
+        version="1",
+        description=(
+            "Image to video with Stable Video Diffusion. Authenticate with `Authorization: Bearer <API key>`"
+            " (`i2v accounts create NAME --points N` prints one). Browsers use the session cookie from"
+            " `POST /v1/session`; links may carry a short-lived `?token=` from `POST /v1/tokens`."
+            " The AsyncAPI document of the bus is at [/asyncapi.json](/asyncapi.json)."
+        ),
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    errors.install(app)
+    app.include_router(api.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

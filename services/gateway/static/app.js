@@ -1,0 +1,395 @@
+// The i2v page: log in with an API key (traded for a session cookie), upload, generate, follow
+// progress over SSE, and keep a grid of results. Plain JS, no build step.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+// Share of the bar each stage fills; mirrors services/gateway/progress.py.
+const WEIGHTS = { ingest: 5, billing: 5, latent: 70, decode: 15, mux: 5 };
+const STATUS_OF_STAGE = { ingest: "preprocessing", billing: "preprocessing", latent: "generating",
+  decode: "decoding", mux: "muxing" };
+const TERMINAL = new Set(["JobCompleted", "JobFailed", "JobRejected", "JobCancelled"]);
+const FINISHED = new Set(["succeeded", "failed", "cancelled", "rejected"]);
+const MOTION_MARKS = [[1, "still"], [64, "subtle"], [127, "medium"], [191, "lively"], [255, "intense"]];
+const ACCEPTED = ["image/jpeg", "image/png", "image/webp"];
+
+const state = { file: null, previewUrl: null, current: null, streams: new Map(), cursor: null };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  if (response.status === 204) return null;
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const err = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
+    err.status = response.status;
+    err.code = body.error && body.error.code;
+    throw err;
+  }
+  return body;
+}
+
+// --- login ---------------------------------------------------------------------------------------
+
+async function start() {
+  try {
+    await refreshAccount();
+    showApp();
+  } catch (err) {
+    if (err.status === 401) showLogin(); else showLogin(err.message);
+  }
+}
+
+function showLogin(message = "") {
+  $("app").hidden = true;
+  $("account").hidden = true;
+  $("login").hidden = false;
+  $("login-error").textContent = message;
+  $("api-key").focus();
+}
+
+async function showApp() {
+  $("login").hidden = true;
+  $("app").hidden = false;
+  $("account").hidden = false;
+  updatePrice();
+  await loadHistory(true);
+}
+
+$("login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const key = $("api-key").value.trim();
+  $("login-error").textContent = "";
+  try {
+    await api("/v1/session", { method: "POST", headers: { Authorization: `Bearer ${key}` } });
+    $("api-key").value = "";
+    await refreshAccount();
+    await showApp();
+  } catch (err) {
+    $("login-error").textContent = err.message;
+  }
+});
+
+$("logout").addEventListener("click", async () => {
+  await api("/v1/session", { method: "DELETE" }).catch(() => null);
+  for (const source of state.streams.values()) source.close();
+  state.streams.clear();
+  $("grid").replaceChildren();
+  showLogin();
+});
+
+async function refreshAccount() {
+  const account = await api("/v1/account");
+  $("account-name").textContent = account.name;
+  $("balance").textContent = account.balance;
+  return account;
+}
+
+// --- the image -----------------------------------------------------------------------------------
+
+const drop = $("drop");
+drop.addEventListener("click", () => $("image").click());
+drop.addEventListener("keydown", (e) => {
+  if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("image").click(); }
+});
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+}
+drop.addEventListener("drop", (e) => { if (e.dataTransfer.files.length) chooseFile(e.dataTransfer.files[0]); });
+$("image").addEventListener("change", (e) => { if (e.target.files.length) chooseFile(e.target.files[0]); });
+$("remove-image").addEventListener("click", () => { clearFile(); drop.focus(); });
+
+function chooseFile(file) {
+  $("form-error").textContent = "";
+  if (!ACCEPTED.includes(file.type)) {
+    $("form-error").textContent = `${file.name}: choose a JPG, PNG or WebP picture`;
+    return;
+  }
+  if (file.size > 25 * 1024 * 1024) {
+    $("form-error").textContent = `${file.name} is over 25 MB`;
+    return;
+  }
+  clearFile();
+  state.file = file;
+  state.previewUrl = URL.createObjectURL(file);
+  $("preview-img").src = state.previewUrl;
+  $("preview-name").textContent = `${file.name} · ${formatBytes(file.size)}`;
+  $("preview").hidden = false;
+  $("drop-empty").hidden = true;
+  $("remove-image").hidden = false;
+}
+
+function clearFile() {
+  if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
+  state.file = null;
+  state.previewUrl = null;
+  $("image").value = "";
+  $("preview").hidden = true;
+  $("preview-img").removeAttribute("src");
+  $("drop-empty").hidden = false;
+  $("remove-image").hidden = true;
+}
+
+// --- parameters and price ------------------------------------------------------------------------
+
+function motionName(value) {
+  let name = MOTION_MARKS[0][1];
+  for (const [at, label] of MOTION_MARKS) if (value >= at - 32) name = label;
+  return name;
+}
+
+$("motion").addEventListener("input", () => {
+  const v = Number($("motion").value);
+  $("motion-out").textContent = `${v} · ${motionName(v)}`;
+});
+$("aug").addEventListener("input", () => { $("aug-out").textContent = Number($("aug").value).toFixed(2); });
+$("random-seed").addEventListener("click", () => {
+  const buf = new Uint32Array(1);
+  crypto.getRandomValues(buf);
+  $("seed").value = String(buf[0]);
+});
+for (const input of document.querySelectorAll("input[name=duration], input[name=fps]")) {
+  input.addEventListener("change", updatePrice);
+}
+
+function chosen(name) { return document.querySelector(`input[name=${name}]:checked`).value; }
+
+let priceRequest = 0;
+async function updatePrice() {
+  const ticket = ++priceRequest;
+  try {
+    const quote = await api(`/v1/quote?duration=${chosen("duration")}&fps=${chosen("fps")}`);
+    if (ticket === priceRequest) $("price").textContent = quote.price;
+  } catch (err) { /* the button keeps the last price */ }
+}
+
+// --- submitting and following --------------------------------------------------------------------
+
+$("job-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  $("form-error").textContent = "";
+  if (!state.file) {
+    $("form-error").textContent = "Choose a picture first.";
+    drop.focus();
+    return;
+  }
+  const form = new FormData();
+  form.append("image", state.file);
+  form.append("duration", chosen("duration"));
+  form.append("fps", chosen("fps"));
+  form.append("motion_bucket_id", $("motion").value);
+  form.append("motion_prompt", $("motion-prompt").value);
+  form.append("augmentation_level", $("aug").value);
+  form.append("steps", $("steps").value);
+  form.append("cfg_scale", $("cfg").value);
+  form.append("seed", $("seed").value || "-1");
+  $("generate").disabled = true;
+  try {
+    const job = await api("/v1/jobs", { method: "POST", body: form });
+    state.current = job.id;
+    showProgress(job);
+    upsertCard(job, true);
+    follow(job);
+    refreshAccount().catch(() => null);
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  } finally {
+    $("generate").disabled = false;
+  }
+});
+
+$("cancel").addEventListener("click", async () => {
+  if (state.current) await cancelJob(state.current);
+});
+
+async function cancelJob(id) {
+  try {
+    await api(`/v1/jobs/${id}/cancel`, { method: "POST" });
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  }
+}
+
+function progressOf(view) {
+  if (view.status === "succeeded") return 100;
+  let done = 0;
+  for (const stage of Object.keys(view.timings)) done += WEIGHTS[stage] || 0;
+  let current = 0;
+  if (view.stage && !(view.stage in view.timings) && view.total > 0) {
+    current = WEIGHTS[view.stage] * Math.min(view.step, view.total) / view.total;
+  }
+  return Math.min(99, Math.floor(done + current));
+}
+
+function fold(view, type, data) {
+  if (type === "StageStarted") {
+    view.stage = data.stage; view.step = 0; view.total = 0;
+    delete view.timings[data.stage];
+    view.status = STATUS_OF_STAGE[data.stage] || view.status;
+  } else if (type === "StageProgress" && data.stage === view.stage) {
+    view.step = data.step; view.total = data.total;
+  } else if (type === "StageFinished") {
+    view.timings[data.stage] = data.seconds;
+  } else if (type === "JobCompleted") view.status = "succeeded";
+  else if (type === "JobFailed") view.status = "failed";
+  else if (type === "JobRejected") view.status = "rejected";
+  else if (type === "JobCancelled") view.status = "cancelled";
+  view.progress = progressOf(view);
+}
+
+function follow(job) {
+  if (state.streams.has(job.id)) return;
+  const view = { ...job, timings: { ...job.timings } };
+  const source = new EventSource(job.links.events);
+  state.streams.set(job.id, source);
+  const types = ["StageStarted", "StageProgress", "StageFinished", "CancelRequested", ...TERMINAL];
+  for (const type of types) {
+    source.addEventListener(type, async (e) => {
+      fold(view, type, JSON.parse(e.data));
+      if (state.current === job.id) showProgress(view);
+      updateCardProgress(view);
+      if (TERMINAL.has(type)) {
+        source.close();
+        state.streams.delete(job.id);
+        const fresh = await waitForStatus(job.id);
+        upsertCard(fresh);
+        if (state.current === job.id) finishProgress(fresh);
+        refreshAccount().catch(() => null);
+      }
+    });
+  }
+}
+
+// The index folds events a moment after they are sent; ask until it shows the outcome.
+async function waitForStatus(id) {
+  let job = await api(`/v1/jobs/${id}`);
+  for (let i = 0; i < 20 && !FINISHED.has(job.status); i++) {
+    await new Promise((r) => setTimeout(r, 150));
+    job = await api(`/v1/jobs/${id}`);
+  }
+  return job;
+}
+
+function showProgress(view) {
+  $("progress").hidden = false;
+  const step = view.total ? ` (step ${view.step}/${view.total})` : "";
+  $("progress-title").textContent = "Working on it";
+  $("progress-stage").textContent = `${view.status}${view.stage === "latent" ? step : ""}`;
+  $("progress-pct").textContent = `${view.progress}%`;
+  $("progress-bar").value = view.progress;
+  $("cancel").hidden = FINISHED.has(view.status);
+}
+
+function finishProgress(job) {
+  showProgress(job);
+  const words = { succeeded: "Done", failed: "Failed", cancelled: "Cancelled", rejected: "Refused" };
+  $("progress-title").textContent = words[job.status] || "Finished";
+  if (job.error && job.status !== "cancelled") $("form-error").textContent = job.error.message;
+  state.current = null;
+}
+
+// --- results grid --------------------------------------------------------------------------------
+
+async function loadHistory(reset) {
+  if (reset) { state.cursor = null; $("grid").replaceChildren(); }
+  const query = state.cursor ? `?limit=12&cursor=${state.cursor}` : "?limit=12";
+  const page = await api(`/v1/jobs${query}`);
+  for (const job of page.items) {
+    upsertCard(job);
+    if (!FINISHED.has(job.status)) {
+      follow(job);
+      if (!state.current) { state.current = job.id; showProgress(job); }
+    }
+  }
+  state.cursor = page.next_cursor;
+  $("more").hidden = !state.cursor;
+  $("empty").hidden = $("grid").children.length > 0;
+}
+$("more").addEventListener("click", () => loadHistory(false));
+
+function cardOf(id) { return document.querySelector(`.item[data-id="${id}"]`); }
+
+function upsertCard(job, first = false) {
+  let card = cardOf(job.id);
+  if (!card) {
+    card = $("card-tpl").content.firstElementChild.cloneNode(true);
+    card.dataset.id = job.id;
+    if (first) $("grid").prepend(card); else $("grid").append(card);
+    card.querySelector(".enlarge").addEventListener("click", () => enlarge(card.dataset.id));
+    card.querySelector(".delete").addEventListener("click", () => deleteJob(card.dataset.id));
+    card.querySelector(".cancel-job").addEventListener("click", () => cancelJob(card.dataset.id));
+  }
+  $("empty").hidden = true;
+  const media = card.querySelector(".media");
+  const status = card.querySelector(".status");
+  status.textContent = job.status;
+  status.className = `status ${job.status}`;
+  const p = job.parameters;
+  const done = job.status === "succeeded";
+  const size = job.output ? ` · ${formatBytes(job.output.size_bytes)}` : "";
+  card.querySelector(".facts").textContent = `${p.duration} s · ${p.fps} fps${size}`;
+  card.querySelector(".enlarge").hidden = !done;
+  card.querySelector(".download").hidden = !done;
+  card.querySelector(".cancel-job").hidden = FINISHED.has(job.status);
+  card.querySelector(".delete").hidden = !FINISHED.has(job.status);
+  card.querySelector(".download").href = `${job.links.video}?download=1`;
+  if (done && !media.querySelector("video")) {
+    const video = document.createElement("video");
+    video.controls = true;
+    video.preload = "metadata";
+    video.playsInline = true;
+    video.muted = true;
+    video.loop = true;
+    video.poster = job.links.poster;
+    video.src = job.links.video;
+    video.setAttribute("aria-label", `Video ${job.id}, ${p.duration} seconds at ${p.fps} fps`);
+    media.replaceChildren(video);
+  } else if (!done) {
+    media.textContent = FINISHED.has(job.status) ? job.status : `${job.status} · ${job.progress}%`;
+  }
+  let err = card.querySelector(".err");
+  if (job.error && job.status !== "cancelled") {
+    if (!err) { err = document.createElement("p"); err.className = "err"; card.querySelector(".meta").after(err); }
+    err.textContent = job.error.message;
+  } else if (err) err.remove();
+}
+
+function updateCardProgress(view) {
+  const card = cardOf(view.id);
+  if (!card || card.querySelector("video")) return;
+  card.querySelector(".media").textContent = `${view.status} · ${view.progress}%`;
+  const status = card.querySelector(".status");
+  status.textContent = view.status;
+  status.className = `status ${view.status}`;
+}
+
+async function deleteJob(id) {
+  if (!confirm("Delete this video? Its files are removed; your points history keeps the job.")) return;
+  try {
+    await api(`/v1/jobs/${id}`, { method: "DELETE" });
+    const card = cardOf(id);
+    if (card) card.remove();
+    $("empty").hidden = $("grid").children.length > 0;
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  }
+}
+
+function enlarge(id) {
+  const video = $("player-video");
+  video.src = `/v1/jobs/${id}/video`;
+  video.poster = `/v1/jobs/${id}/poster`;
+  $("player-title").textContent = `Video ${id}`;
+  $("player").showModal();
+  video.play().catch(() => null);
+}
+$("player").addEventListener("close", () => { $("player-video").pause(); });
+
+function formatBytes(n) {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 * 1024) return `${(n / 1024).toFixed(0)} KB`;
+  return `${(n / 1024 / 1024).toFixed(1)} MB`;
+}
+
+start();

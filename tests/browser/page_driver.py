@@ -1,0 +1,155 @@
+"""Drives the gateway's web page in headless Chromium as a person would; shared by the test and by hand.
+
+``python -m tests.browser.page_driver URL KEY`` runs it against a stack you started yourself.
+"""
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@dataclass
+class PageRun:
+    """What the run saw."""
+
+    price_label: str = ""
+    picker_opened: bool = False
+    percents: list[int] = field(default_factory=list)
+    video_duration: float = 0.0
+    played_to: float = 0.0
+    cards_after_reload: int = 0
+    console_errors: list[str] = field(default_factory=list)
+    screenshots: list[Path] = field(default_factory=list)
+
+
+def launch(playwright_browser_type: object) -> Browser:
+    browser: Browser = playwright_browser_type.launch(  # type: ignore[attr-defined]
+        executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
+    )
+    return browser
+
+
+def generate_through_page(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> PageRun:
+    """Log in, upload, generate a short clip with 4 steps, watch it to 100%, play the result."""
+    run = PageRun()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = launch(p.chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: run.console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: run.console_errors.append(str(e)))
+            page.goto(url)
+            _log_in(page, api_key)
+            _fill_form(page, image, run)
+            page.click("#generate")
+            _watch_progress(page, run, timeout_s)
+            _check_video(page, run)
+            shot = ARTIFACTS / "gateway-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            run.screenshots.append(shot)
+
+            page.reload()
+            page.wait_for_selector(".item:first-child video", timeout=15_000)
+            run.cards_after_reload = page.locator(".item").count()
+
+            page.set_viewport_size({"width": 390, "height": 844})
+            narrow = ARTIFACTS / "gateway-page-narrow.png"
+            page.screenshot(path=str(narrow), full_page=True)
+            run.screenshots.append(narrow)
+        finally:
+            browser.close()
+    return run
+
+
+def _log_in(page: Page, api_key: str) -> None:
+    page.wait_for_selector("#login:not([hidden])")
+    page.fill("#api-key", api_key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#app:not([hidden])")
+    page.wait_for_function("document.querySelector('#account-name').textContent !== ''")
+
+
+def _fill_form(page: Page, image: Path, run: PageRun) -> None:
+    # The drop zone opens the file picker from the keyboard, or a click. Headless Chromium now and
+    # then drops a picker request, so each way gets a short wait before the next is tried.
+    opened = False
+
+    def press_enter() -> None:
+        page.keyboard.press("Enter")
+
+    def click() -> None:
+        page.click("#drop")
+
+    for open_picker in (press_enter, click):
+        page.focus("#drop")
+        try:
+            with page.expect_file_chooser(timeout=3_000) as chooser:
+                open_picker()
+        except PlaywrightTimeoutError:
+            continue
+        chooser.value.set_files(str(image))
+        opened = True
+        break
+    if not opened:
+        page.set_input_files("#image", str(image))
+    run.picker_opened = opened
+    page.wait_for_selector("#preview:not([hidden])")
+    page.click("label[for=d2]")
+    page.click("label[for=f8]")
+    page.fill("#motion-prompt", "the water ripples")
+    page.click(".advanced summary")
+    page.fill("#steps", "4")
+    page.click("#random-seed")
+    page.wait_for_function("document.querySelector('#price').textContent === '16'")
+    run.price_label = page.inner_text("#generate")
+
+
+def _watch_progress(page: Page, run: PageRun, timeout_s: float) -> None:
+    page.wait_for_selector("#progress:not([hidden])")
+    handle = page.wait_for_function(
+        """() => {
+            window.__seen = window.__seen || [];
+            const pct = parseInt(document.querySelector('#progress-pct').textContent, 10);
+            if (window.__seen[window.__seen.length - 1] !== pct) window.__seen.push(pct);
+            return pct === 100 ? window.__seen : false;
+        }""",
+        polling=50,
+        timeout=timeout_s * 1000,
+    )
+    run.percents = [int(v) for v in handle.json_value()]
+
+
+def _check_video(page: Page, run: PageRun) -> None:
+    page.wait_for_selector(".item:first-child video")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('.item:first-child video');"
+        " return v.readyState >= 1 && v.duration > 0; }",
+        timeout=20_000,
+    )
+    run.video_duration = float(page.evaluate("document.querySelector('.item:first-child video').duration"))
+    page.evaluate("document.querySelector('.item:first-child video').play()")
+    page.wait_for_function("document.querySelector('.item:first-child video').currentTime > 0.2", timeout=20_000)
+    run.played_to = float(page.evaluate("document.querySelector('.item:first-child video').currentTime"))
+    page.evaluate("document.querySelector('.item:first-child video').pause()")
+
+
+if __name__ == "__main__":
+    result = generate_through_page(sys.argv[1], sys.argv[2], ROOT / "examples" / "harbor.png")
+    print(result)

@@ -1,0 +1,81 @@
+"""The whole product as people use it: `i2v stack up`'s stack with the gateway, the API over HTTP, and
+the web page in real headless Chromium (Debian's `chromium`)."""
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.billing.ledger import open_ledger
+from services.gateway.auth import hash_api_key, new_api_key
+from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
+from tests.browser.page_driver import CHROMIUM, ROOT, generate_through_page
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+HARBOR = ROOT / "examples" / "harbor.png"
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
+    with EmbeddedStack(tmp_path_factory.mktemp("stack"), services=WITH_GATEWAY) as running:
+        yield running
+
+
+def api_key(stack: EmbeddedStack, points: int) -> str:
+    key = new_api_key()
+    ledger = open_ledger(stack.settings().resolved_ledger_dsn())
+    ledger.create_account(f"user-{key[-8:].lower().replace('-', 'x').replace('_', 'y')}", points, hash_api_key(key))
+    return key
+
+
+def test_api_end_to_end_with_the_tiny_model(stack: EmbeddedStack) -> None:
+    key = api_key(stack, 100)
+
+    async def run() -> None:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as client:
+            body = {"image_base64": base64.b64encode(HARBOR.read_bytes()).decode(), "duration": 2, "fps": 12}
+            response = await client.post("/v1/jobs", json={**body, "steps": 3, "seed": 5})
+            assert response.status_code == 202, response.text
+            job = response.json()
+            types = []
+            async with client.stream("GET", job["links"]["events"]) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: "):
+                        types.append(line.removeprefix("event: "))
+            assert types[0] == "StageStarted" and types[-1] == "JobCompleted", types
+            for _ in range(100):
+                status = (await client.get(job["links"]["self"])).json()
+                if status["status"] == "succeeded":
+                    break
+                await asyncio.sleep(0.05)
+            assert status["progress"] == 100 and status["price"] == 8 + 8 + 1
+            assert set(status["timings"]) == {"ingest", "billing", "latent", "decode", "mux"}
+            assert status["output"]["frame_count"] == 24
+            video = await client.get(job["links"]["video"], headers={"Range": "bytes=0-15"})
+            assert video.status_code == 206 and video.content[4:8] == b"ftyp"
+            account = (await client.get("/v1/account")).json()
+            assert account["balance"] == 100 - 17
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_generates_and_plays_a_video(stack: EmbeddedStack) -> None:
+    run = generate_through_page(stack.gateway_url, api_key(stack, 100), HARBOR)
+    assert run.price_label == "Generate · 16 points"
+    assert run.percents[-1] == 100 and len(run.percents) >= 3, run.percents  # live, not one jump
+    assert run.percents == sorted(run.percents)
+    assert run.video_duration == pytest.approx(2.0, abs=0.2)
+    assert run.played_to > 0
+    assert run.cards_after_reload >= 1  # the history survives a reload
+    # The only console error allowed is the 401 of the first visit before logging in.
+    assert all("401" in e for e in run.console_errors), run.console_errors
+    for shot in run.screenshots:
+        assert shot.stat().st_size > 10_000
+    print(json.dumps({"screenshots": [str(s) for s in run.screenshots], "percents": run.percents}))

@@ -1,0 +1,445 @@
+"""The HTTP API against a real gateway, nats-server and SeaweedFS; the pipeline's events are published
+straight to the events stream, as the stages would, so no model runs here."""
+
+import asyncio
+import base64
+import io
+import os
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from contracts.messages import (
+    CancelRequested,
+    JobCompleted,
+    JobSpec,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+)
+from contracts.params import GenerationParams
+from contracts.refs import artifact_key
+from contracts.stages import Stage
+from contracts.subjects import EVENTS_STREAM, job_events_filter
+from tests.services.gateway.conftest import RunningGateway
+
+
+def picture(kind: str = "PNG") -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 120, 200)).save(out, format=kind)
+    return out.getvalue()
+
+
+async def submit(client: httpx.AsyncClient, **fields: Any) -> httpx.Response:
+    files = {"image": ("pic.png", picture(), "image/png")}
+    data = {k: str(v) for k, v in {"duration": 2, "fps": 8, "steps": 2, **fields}.items()}
+    return await client.post("/v1/jobs", files=files, data=data)
+
+
+def spec_of(job: dict[str, Any], account: str) -> JobSpec:
+    return JobSpec(job_id=job["id"], account=account, params=GenerationParams(**job["parameters"]))
+
+
+async def wait_status(client: httpx.AsyncClient, job_id: str, status: str) -> dict[str, Any]:
+    for _ in range(100):
+        job: dict[str, Any] = (await client.get(f"/v1/jobs/{job_id}")).json()
+        if job["status"] == status:
+            return job
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job {job_id} stayed {job['status']}, never {status}")
+
+
+async def complete(gateway: RunningGateway, job: dict[str, Any], account: str, video: bytes) -> None:
+    """Publish a whole successful history for ``job`` with ``video`` as its MP4."""
+    spec = spec_of(job, account)
+    video_ref = gateway.store.put(artifact_key(spec.job_id, "video.mp4"), video, "video/mp4")
+    poster_ref = gateway.store.put(artifact_key(spec.job_id, "poster.png"), picture(), "image/png")
+    for stage in Stage:
+        await gateway.publish(StageStarted(job_id=spec.job_id, stage=stage))
+        await gateway.publish(StageFinished(job_id=spec.job_id, stage=stage, seconds=0.5))
+    await gateway.publish(
+        JobCompleted(
+            job=spec,
+            video=video_ref,
+            poster=poster_ref,
+            frame_count=16,
+            fps=8,
+            duration_s=2.0,
+            width=256,
+            height=192,
+            price=job["price"],
+        )
+    )
+
+
+async def read_sse(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, str]]:
+    """Events of an SSE response as dicts (id, event, data); comments are kept as {"comment": ...}."""
+    events: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    async for line in response.aiter_lines():
+        if line.startswith(":"):
+            events.append({"comment": line[1:].strip()})
+        elif line == "":
+            if current:
+                events.append(current)
+                current = {}
+                if stop_after is not None and sum(1 for e in events if "id" in e) >= stop_after:
+                    break
+        else:
+            name, _, value = line.partition(": ")
+            current[name] = value
+    return events
+
+
+# --- auth -----------------------------------------------------------------------------------------
+
+
+async def test_requests_without_a_valid_key_get_401(gateway: RunningGateway) -> None:
+    async with gateway.client() as anonymous, gateway.client("i2v_not-a-key") as wrong:
+        for client in (anonymous, wrong):
+            response = await client.get("/v1/jobs")
+            assert response.status_code == 401
+            assert response.json()["error"]["code"] == "unauthorized"
+            assert response.headers["www-authenticate"].startswith("Bearer")
+        forged = await anonymous.get("/v1/account", params={"token": "i2vt.bG9jYWw.9999999999.forged"})
+        assert forged.status_code == 401
+
+
+async def test_session_cookie_and_link_token(gateway: RunningGateway) -> None:
+    name, key = gateway.account(100)
+    async with gateway.client() as browser:
+        login = await browser.post("/v1/session", headers={"Authorization": f"Bearer {key}"})
+        assert login.status_code == 200 and login.json()["account"] == name
+        assert "httponly" in login.headers["set-cookie"].lower()
+        assert (await browser.get("/v1/account")).json()["name"] == name  # the cookie alone
+        token = (await browser.post("/v1/tokens")).json()["token"]
+        assert key not in token
+    async with gateway.client() as anonymous:
+        assert (await anonymous.get("/v1/account", params={"token": token})).status_code == 200
+        # A link token reads; it never writes.
+        assert (await anonymous.post("/v1/tokens", params={"token": token})).status_code == 401
+
+
+# --- submitting -----------------------------------------------------------------------------------
+
+
+async def test_submit_multipart_and_json_then_list_newest_first(gateway: RunningGateway) -> None:
+    _name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        first = await submit(client, seed=7, motion_prompt="waves")
+        assert first.status_code == 202, first.text
+        job = first.json()
+        assert job["status"] == "queued" and job["progress"] == 0
+        assert job["price"] == 16 and job["seed"] == 7
+        assert job["parameters"]["motion_prompt"] == "waves"
+        assert job["links"] == {
+            "self": f"/v1/jobs/{job['id']}",
+            "events": f"/v1/jobs/{job['id']}/events",
+            "cancel": f"/v1/jobs/{job['id']}/cancel",
+            "video": f"/v1/jobs/{job['id']}/video",
+            "poster": f"/v1/jobs/{job['id']}/poster",
+        }
+        assert first.headers["location"] == job["links"]["self"]
+        assert gateway.store.head(artifact_key(job["id"], "upload")) is not None
+
+        second = await client.post(
+            "/v1/jobs",
+            json={"image_base64": base64.b64encode(picture("WEBP")).decode(), "duration": 4, "fps": 24},
+        )
+        assert second.status_code == 202, second.text
+        assert second.json()["price"] == 8 + 16 + 4
+        assert second.json()["seed"] >= 0  # -1 resolved at submit
+
+        page = (await client.get("/v1/jobs", params={"limit": 1})).json()
+        assert [j["id"] for j in page["items"]] == [second.json()["id"]]
+        older = (await client.get("/v1/jobs", params={"limit": 1, "cursor": page["next_cursor"]})).json()
+        assert [j["id"] for j in older["items"]] == [job["id"]] and older["next_cursor"] is None
+        assert (await client.get(f"/v1/jobs/{job['id']}")).json()["status"] == "queued"
+
+
+async def test_someone_elses_job_is_404_never_403(gateway: RunningGateway) -> None:
+    _, owner_key = gateway.account(1000)
+    _, other_key = gateway.account(1000)
+    async with gateway.client(owner_key) as owner, gateway.client(other_key) as other:
+        job_id = (await submit(owner)).json()["id"]
+        for method, path in [
+            ("GET", f"/v1/jobs/{job_id}"),
+            ("GET", f"/v1/jobs/{job_id}/events"),
+            ("GET", f"/v1/jobs/{job_id}/video"),
+            ("POST", f"/v1/jobs/{job_id}/cancel"),
+            ("DELETE", f"/v1/jobs/{job_id}"),
+            ("GET", "/v1/jobs/jnosuchjob000"),
+        ]:
+            response = await other.request(method, path)
+            assert response.status_code == 404, (method, path, response.text)
+            assert response.json()["error"]["code"] == "job_not_found"
+        assert (await other.get("/v1/jobs")).json()["items"] == []
+
+
+async def test_points_that_do_not_cover_the_price_get_402(gateway: RunningGateway) -> None:
+    _, key = gateway.account(15)
+    async with gateway.client(key) as client:
+        response = await submit(client)  # 16 points
+        assert response.status_code == 402
+        error = response.json()["error"]
+        assert error["code"] == "insufficient_points"
+        assert error["details"] == {"price": 16, "balance": 15}
+        assert "16 points" in error["message"]
+
+
+async def test_a_gif_or_a_text_file_gets_415(gateway: RunningGateway) -> None:
+    _, key = gateway.account(100)
+    async with gateway.client(key) as client:
+        for name, data in [("cat.gif", picture("GIF")), ("notes.txt", b"hello, not a picture\n")]:
+            response = await client.post("/v1/jobs", files={"image": (name, data, "image/gif")})
+            assert response.status_code == 415, response.text
+            assert response.json()["error"]["field"] == "image"
+        gif = (await client.post("/v1/jobs", files={"image": ("cat.gif", picture("GIF"), "image/gif")})).json()
+        assert "GIF is not supported" in gif["error"]["message"]
+        wrong_type = await client.post("/v1/jobs", content=picture(), headers={"Content-Type": "image/png"})
+        assert wrong_type.status_code == 415
+
+
+async def test_bad_fields_get_422_naming_the_field(gateway: RunningGateway) -> None:
+    _, key = gateway.account(100)
+    async with gateway.client(key) as client:
+        response = await submit(client, fps=0)
+        assert response.status_code == 422
+        error = response.json()["error"]
+        assert error["field"] == "fps" and error["message"].startswith("fps:")
+        as_json = await client.post("/v1/jobs", json={"image_base64": base64.b64encode(picture()).decode(), "fps": 0})
+        assert as_json.status_code == 422 and as_json.json()["error"]["field"] == "fps"
+        cases: list[tuple[dict[str, object], str]] = [
+            ({"duration": 99}, "duration"),
+            ({"colour": "red"}, "colour"),
+            ({"model": "/etc"}, "model"),
+        ]
+        for fields, field in cases:
+            response = await submit(client, **fields)
+            assert (response.status_code, response.json()["error"]["field"]) == (422, field), response.text
+        missing = await client.post("/v1/jobs", data={"fps": "8"}, files={"other": ("x", b"x")})
+        assert missing.status_code == 422 and missing.json()["error"]["field"] == "image"
+        quote = await client.get("/v1/quote", params={"duration": 2, "fps": 0})
+        assert quote.status_code == 422 and quote.json()["error"]["field"] == "fps"
+
+
+async def test_an_image_over_the_limit_gets_413(gateway: RunningGateway) -> None:
+    _, key = gateway.account(100)
+    async with gateway.client(key) as client:
+        big = picture() + os.urandom(26 * 2**20)
+        response = await client.post("/v1/jobs", files={"image": ("big.png", big, "image/png")})
+        assert response.status_code == 413
+        error = response.json()["error"]
+        assert (error["code"], error["field"]) == ("too_large", "image")
+        assert "the limit is 25 MB" in error["message"]
+
+
+async def test_past_the_concurrency_limit_gets_429(gateway: RunningGateway) -> None:
+    _, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        accepted = [await submit(client), await submit(client)]  # the fixture's limit is 2
+        assert [r.status_code for r in accepted] == [202, 202]
+        refused = await submit(client)
+        assert refused.status_code == 429
+        assert refused.json()["error"]["code"] == "too_many_active_jobs"
+        assert refused.headers["retry-after"]
+        # Once one finishes, there is room again.
+        await complete(gateway, accepted[0].json(), (await client.get("/v1/account")).json()["name"], b"mp4")
+        await wait_status(client, accepted[0].json()["id"], "succeeded")
+        assert (await submit(client)).status_code == 202
+
+
+# --- following ------------------------------------------------------------------------------------
+
+
+async def test_sse_history_then_live_and_resume_without_loss_or_duplicates(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        job_id = job["id"]
+        # History from before anyone listens.
+        published = [await gateway.publish(StageStarted(job_id=job_id, stage=Stage.INGEST))]
+        published.append(await gateway.publish(StageFinished(job_id=job_id, stage=Stage.INGEST, seconds=0.1)))
+
+        async with client.stream("GET", f"/v1/jobs/{job_id}/events") as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            lines = response.aiter_lines()
+            seen: list[dict[str, str]] = []
+            current: dict[str, str] = {}
+            # Live events published while we read; stop reading half way, as a dropped connection would.
+            for step in range(1, 4):
+                published.append(
+                    await gateway.publish(StageProgress(job_id=job_id, stage=Stage.LATENT, step=step, total=10))
+                )
+            while len(seen) < 4:
+                line = await lines.__anext__()
+                if line == "" and current:
+                    seen.append(current)
+                    current = {}
+                elif line and not line.startswith(":") and not line.startswith("retry"):
+                    field, _, value = line.partition(": ")
+                    current[field] = value
+        last_id = seen[-1]["id"]
+        # More happens while we are away.
+        for step in range(4, 6):
+            published.append(
+                await gateway.publish(StageProgress(job_id=job_id, stage=Stage.LATENT, step=step, total=10))
+            )
+
+        async def finish() -> None:
+            await asyncio.sleep(0.8)  # long enough for a heartbeat on the resumed stream
+            await complete(gateway, job, name, b"fake mp4")
+
+        finisher = asyncio.create_task(finish())
+        async with client.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last_id}) as resumed:
+            rest = await read_sse(resumed)
+        await finisher
+
+        events = seen + [e for e in rest if "id" in e]
+        ids = [int(e["id"]) for e in events]
+        assert ids == sorted(set(ids)), "duplicates or disorder"
+        stream_ids = [seq for seq in await _job_sequences(gateway, job_id)]
+        assert ids == stream_ids, "lost events"
+        assert set(published) <= set(ids)
+        assert events[0]["event"] == "StageStarted" and events[-1]["event"] == "JobCompleted"
+        assert any(e.get("comment") == "heartbeat" for e in rest)
+
+        # A late subscriber gets the whole history, and the stream ends after the terminal event.
+        async with client.stream("GET", f"/v1/jobs/{job_id}/events") as late:
+            replay = [int(e["id"]) for e in await read_sse(late) if "id" in e]
+        assert replay == stream_ids
+        final = await wait_status(client, job_id, "succeeded")
+        assert final["progress"] == 100
+        # The second StageFinished of ingest carried the same Nats-Msg-Id: JetStream dropped it.
+        assert final["timings"] == {**{s.value: 0.5 for s in Stage}, "ingest": 0.1}
+        # Resuming after the end: 204 tells EventSource to stop reconnecting.
+        done = await client.get(f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": str(stream_ids[-1])})
+        assert done.status_code == 204
+
+
+async def _job_sequences(gateway: RunningGateway, job_id: str) -> list[int]:
+    js = gateway.nc.jetstream()
+    sub = await js.subscribe(job_events_filter(job_id), stream=EVENTS_STREAM, ordered_consumer=True)
+    sequences = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=1.0)
+            sequences.append(msg.metadata.sequence.stream)
+            if msg.metadata.num_pending == 0:
+                return sequences
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_status_and_progress_follow_the_events(gateway: RunningGateway) -> None:
+    _name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        job_id = job["id"]
+        for stage in (Stage.INGEST, Stage.BILLING):
+            await gateway.publish(StageStarted(job_id=job_id, stage=stage))
+            await gateway.publish(StageFinished(job_id=job_id, stage=stage, seconds=0.25))
+        await gateway.publish(StageStarted(job_id=job_id, stage=Stage.LATENT))
+        await gateway.publish(StageProgress(job_id=job_id, stage=Stage.LATENT, step=5, total=10))
+        for _ in range(100):
+            status = (await client.get(f"/v1/jobs/{job_id}")).json()
+            if status["step"] == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert status["status"] == "generating"
+        assert status["progress"] == 5 + 5 + 35
+        assert status["timings"] == {"ingest": 0.25, "billing": 0.25}
+
+
+# --- cancel, media, delete ------------------------------------------------------------------------
+
+
+async def test_cancel_asks_the_pipeline_to_stop(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        await gateway.publish(StageStarted(job_id=job["id"], stage=Stage.INGEST))
+        await wait_status(client, job["id"], "preprocessing")
+        response = await client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert response.status_code == 202 and response.json()["cancel_requested"] is True
+        async with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
+            events = await read_sse(stream, stop_after=2)
+        assert [e["event"] for e in events if "id" in e] == ["StageStarted", "CancelRequested"]
+        assert CancelRequested.model_validate_json(events[-1]["data"]).job_id == job["id"]
+
+        await complete(gateway, job, name, b"too late")
+        await wait_status(client, job["id"], "succeeded")
+        finished = await client.post(f"/v1/jobs/{job['id']}/cancel")
+        assert finished.status_code == 409 and finished.json()["error"]["code"] == "job_finished"
+
+
+async def test_video_supports_range_requests(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    video = os.urandom(5000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        not_yet = await client.get(f"/v1/jobs/{job['id']}/video")
+        assert not_yet.status_code == 409 and not_yet.json()["error"]["code"] == "not_ready"
+        await complete(gateway, job, name, video)
+        await wait_status(client, job["id"], "succeeded")
+
+        whole = await client.get(f"/v1/jobs/{job['id']}/video")
+        assert whole.status_code == 200 and whole.content == video
+        assert whole.headers["accept-ranges"] == "bytes" and whole.headers["content-type"] == "video/mp4"
+
+        part = await client.get(f"/v1/jobs/{job['id']}/video", headers={"Range": "bytes=100-1099"})
+        assert part.status_code == 206
+        assert part.content == video[100:1100]
+        assert part.headers["content-range"] == "bytes 100-1099/5000"
+        assert part.headers["content-length"] == "1000"
+
+        tail = await client.get(f"/v1/jobs/{job['id']}/video", headers={"Range": "bytes=-10"})
+        assert (tail.status_code, tail.content) == (206, video[-10:])
+        open_ended = await client.get(f"/v1/jobs/{job['id']}/video", headers={"Range": "bytes=4990-"})
+        assert (open_ended.status_code, open_ended.content) == (206, video[4990:])
+        outside = await client.get(f"/v1/jobs/{job['id']}/video", headers={"Range": "bytes=6000-7000"})
+        assert outside.status_code == 416 and outside.headers["content-range"] == "bytes */5000"
+
+        poster = await client.get(f"/v1/jobs/{job['id']}/poster")
+        assert poster.status_code == 200 and poster.content.startswith(b"\x89PNG")
+        download = await client.get(f"/v1/jobs/{job['id']}/video", params={"download": "1"})
+        assert download.headers["content-disposition"].startswith("attachment")
+
+
+async def test_delete_removes_the_files_and_keeps_the_ledger(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        running = await client.delete(f"/v1/jobs/{job['id']}")
+        assert running.status_code == 409
+        await complete(gateway, job, name, b"video bytes")
+        await wait_status(client, job["id"], "succeeded")
+        gateway.ledger.reserve(job["id"], 0, name, job["price"])  # as billing would have
+        entries_before = gateway.ledger.entries(name)
+
+        assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
+        assert gateway.store.head(artifact_key(job["id"], "video.mp4")) is None
+        assert gateway.store.head(artifact_key(job["id"], "upload")) is None
+        gone = await client.get(f"/v1/jobs/{job['id']}/video")
+        assert gone.status_code == 410
+        assert (await client.get(f"/v1/jobs/{job['id']}")).json()["deleted"] is True
+        assert job["id"] not in [j["id"] for j in (await client.get("/v1/jobs")).json()["items"]]
+        assert gateway.ledger.entries(name) == entries_before
+
+
+async def test_account_quote_docs(gateway: RunningGateway) -> None:
+    name, key = gateway.account(321)
+    async with gateway.client(key) as client:
+        account = (await client.get("/v1/account")).json()
+        assert account["name"] == name and account["balance"] == 321
+        assert account["entries"][0]["kind"] == "credit" and account["entries"][0]["points"] == 321
+        assert (await client.get("/v1/quote", params={"duration": 8, "fps": 24})).json()["price"] == 8 + 32 + 4
+        openapi = (await client.get("/openapi.json")).json()
+        assert "/v1/jobs/{job_id}/events" in openapi["paths"]
+        assert (await client.get("/docs")).status_code == 200
+        asyncapi = (await client.get("/asyncapi.json")).json()
+        assert any(c.startswith("i2v.work.latent") for c in asyncapi["channels"])
+        page = await client.get("/")
+        assert page.status_code == 200 and "<title>i2v" in page.text

@@ -1,0 +1,76 @@
+"""The gateway's pure parts: progress folding, tokens, Range parsing, SSE framing."""
+
+import pytest
+
+from contracts.messages import JobFailed, JobSpec, ReplayRequested, StageFinished, StageProgress, StageStarted
+from contracts.params import GenerationParams
+from contracts.stages import Stage
+from services.gateway.auth import TokenSigner, hash_api_key, new_api_key
+from services.gateway.errors import ApiError
+from services.gateway.events import frame
+from services.gateway.media import parse_range
+from services.gateway.progress import JobView
+
+SPEC = JobSpec(job_id="jtest000001", account="a", params=GenerationParams(duration=2, fps=12, seed=3))
+
+
+def error_of(view: JobView) -> object:
+    return view.error
+
+
+def status_of(view: JobView) -> str:
+    return view.status
+
+
+def test_progress_weights_stages_and_denoising_steps() -> None:
+    view = JobView.submitted(SPEC)
+    assert (view.status, view.progress, view.price) == ("queued", 0, 8 + 8 + 1)
+    view.apply(1, StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST))
+    assert view.status == "preprocessing"
+    view.apply(2, StageFinished(job_id=SPEC.job_id, stage=Stage.INGEST, seconds=1.0))
+    view.apply(3, StageStarted(job_id=SPEC.job_id, stage=Stage.BILLING))
+    view.apply(4, StageFinished(job_id=SPEC.job_id, stage=Stage.BILLING, seconds=1.0))
+    view.apply(5, StageStarted(job_id=SPEC.job_id, stage=Stage.LATENT))
+    view.apply(6, StageProgress(job_id=SPEC.job_id, stage=Stage.LATENT, step=3, total=4))
+    assert (view.status, view.progress) == ("generating", 10 + 52)
+    assert not view.apply(6, StageProgress(job_id=SPEC.job_id, stage=Stage.LATENT, step=4, total=4)), "a repeat"
+    view.apply(7, StageFinished(job_id=SPEC.job_id, stage=Stage.LATENT, seconds=2.0))
+    assert view.progress == 80
+    view.apply(8, JobFailed(job=SPEC, stage=Stage.DECODE, code="boom", reason="it broke"))
+    assert view.terminal and view.error == {"code": "boom", "message": "it broke", "stage": "decode"}
+    # A replay from decode keeps what ran before it and starts over from there.
+    view.apply(9, ReplayRequested(job_id=SPEC.job_id, generation=1, stage=Stage.DECODE))
+    assert (status_of(view), view.generation) == ("queued", 1)
+    assert error_of(view) is None
+    assert set(view.timings) == {"ingest", "billing", "latent"}
+
+
+def test_tokens_are_signed_and_expire() -> None:
+    signer = TokenSigner(b"0123456789abcdef0123")
+    text = signer.encode(signer.issue("alice", 60, now=1000))
+    assert signer.decode(text, now=1030) is not None
+    assert signer.decode(text, now=1061) is None
+    prefix, _name, expires, signature = text.split(".")
+    other = signer.encode(signer.issue("mallory", 60, now=1000)).split(".")[1]
+    assert signer.decode(".".join([prefix, other, expires, signature]), now=1030) is None
+    assert TokenSigner(b"another secret 0123").decode(text, now=1030) is None
+    key = new_api_key()
+    assert key.startswith("i2v_") and len(hash_api_key(key)) == 64 and hash_api_key(key) != key
+
+
+def test_range_forms() -> None:
+    assert parse_range("bytes=0-99", 1000) == (0, 99)
+    assert parse_range("bytes=900-", 1000) == (900, 999)
+    assert parse_range("bytes=-100", 1000) == (900, 999)
+    assert parse_range("bytes=990-5000", 1000) == (990, 999)
+    assert parse_range("bytes=0-1,5-6", 1000) is None  # several ranges: the whole file is a valid answer
+    for bad in ("bytes=1000-", "bytes=5-4", "bytes=-0"):
+        with pytest.raises(ApiError) as caught:
+            parse_range(bad, 1000)
+        assert caught.value.status == 416
+
+
+def test_sse_frame() -> None:
+    item = frame(42, b'{"type":"StageStarted","x":1}')
+    assert item.sse == b'id: 42\nevent: StageStarted\ndata: {"type":"StageStarted","x":1}\n\n'
+    assert not item.terminal and frame(43, b'{"type":"JobCompleted"}').terminal
