@@ -16,6 +16,7 @@ from starlette.types import Message
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points
 from contracts.refs import ObjectRef, artifact_key
+from contracts.stages import Stage
 from infra.objectstore import ObjectMissingError
 from services.billing.ledger import UnknownAccountError
 from services.gateway.auth import TOKEN_PREFIX, hash_api_key
@@ -24,7 +25,7 @@ from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import Account, JobPage, JobResource, LedgerEntry, Quote, Session
-from services.jobclient import JobNotFoundError, new_job_id, sniff_content_type
+from services.jobclient import JobNotFoundError, JobStateError, new_job_id, sniff_content_type
 
 router = APIRouter()
 
@@ -337,6 +338,26 @@ async def cancel_job(request: Request, job_id: str, account: CurrentAccount) -> 
 
         await request_cancel(gateway.jetstream(), job_id, view.generation)
     view.cancel_requested = True
+    return JobResource.of(view)
+
+
+@router.post("/v1/jobs/{job_id}/replay", status_code=202, response_model=JobResource, tags=["jobs"])
+async def replay_job(
+    request: Request,
+    job_id: str,
+    account: CurrentAccount,
+    from_stage: Annotated[Stage | None, Query(alias="from", description="default: the stage that stopped it")] = None,
+) -> JobResource:
+    """Run a failed or cancelled job again from a stage under a new generation, reusing the stored outputs
+    of the stages before it; billing reserves again the points it refunded."""
+    view = await _own_job(request, job_id, account)
+    try:
+        await gateway_of(request).bus().replay(job_id, from_stage)
+    except JobStateError as exc:
+        raise ApiError(409, "cannot_replay", str(exc)) from None
+    except JobNotFoundError:
+        # Ours (checked above) but no stage has reported yet: it is queued, not failed.
+        raise ApiError(409, "cannot_replay", f"job {job_id} is still queued; nothing to replay") from None
     return JobResource.of(view)
 
 

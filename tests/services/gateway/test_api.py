@@ -12,8 +12,11 @@ from PIL import Image
 
 from contracts.messages import (
     CancelRequested,
+    ImagePrepared,
     JobCompleted,
+    JobFailed,
     JobSpec,
+    PointsReserved,
     StageFinished,
     StageProgress,
     StageStarted,
@@ -21,7 +24,7 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.refs import artifact_key
 from contracts.stages import Stage
-from contracts.subjects import EVENTS_STREAM, job_events_filter
+from contracts.subjects import EVENTS_STREAM, command_key, durable_name, job_events_filter, work_subject
 from tests.services.gateway.conftest import RunningGateway
 
 
@@ -443,3 +446,39 @@ async def test_account_quote_docs(gateway: RunningGateway) -> None:
         assert any(c.startswith("i2v.work.latent") for c in asyncapi["channels"])
         page = await client.get("/")
         assert page.status_code == 200 and "<title>i2v" in page.text
+
+
+async def test_replay_resumes_a_failed_job_at_its_stage_through_billing(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client, seed=5)).json()
+        running = await client.post(f"/v1/jobs/{job['id']}/replay")
+        assert running.status_code == 409 and running.json()["error"]["code"] == "cannot_replay"
+
+        # The job got as far as latent and failed there: billing's and latent's commands are stored.
+        spec = JobSpec(job_id=job["id"], account=name, params=GenerationParams(seed=5, duration=2))
+        image = gateway.store.put(artifact_key(job["id"], "g0/image.png"), picture("PNG"), "image/png")
+        prepared = ImagePrepared(job=spec, image=image, width=256, height=192, source_width=256, source_height=192)
+        reserved = PointsReserved(job=spec, image=image, width=256, height=192, price=16)
+        gateway.store.put(
+            command_key(job["id"], Stage.BILLING), prepared.model_dump_json().encode(), "application/json"
+        )
+        gateway.store.put(command_key(job["id"], Stage.LATENT), reserved.model_dump_json().encode(), "application/json")
+        await gateway.publish(StageStarted(job_id=job["id"], stage=Stage.LATENT))
+        await gateway.publish(JobFailed(job=spec, stage=Stage.LATENT, code="internal", reason="GPU fell off the bus"))
+        await wait_status(client, job["id"], "failed")
+
+        js = gateway.nc.jetstream()
+        billing = await js.pull_subscribe(work_subject(Stage.BILLING), durable=durable_name(Stage.BILLING))
+        replayed = await client.post(f"/v1/jobs/{job['id']}/replay")
+        assert replayed.status_code == 202, replayed.text
+        [msg] = await billing.fetch(1, timeout=10)
+        await msg.ack()
+        command = ImagePrepared.model_validate_json(msg.data)
+        assert command.job.generation == 1 and command.resume == Stage.LATENT
+        assert command.resume_command is not None
+        assert command.resume_command.key == command_key(job["id"], Stage.LATENT)
+
+        _other, other_key = gateway.account(1000)
+        async with gateway.client(other_key) as other:
+            assert (await other.post(f"/v1/jobs/{job['id']}/replay")).status_code == 404
