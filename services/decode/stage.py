@@ -5,6 +5,7 @@ import logging
 from contracts.messages import FramesReady, LatentsReady
 from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
+from services.bus import failpoints
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
 
@@ -39,6 +40,7 @@ class DecodeStage:
         from pipeline.tensors import frames_to_bytes, latents_from_bytes
 
         job = cmd.job
+        failpoints.fault("decode", job.job_id)
         count = job.params.frame_count
         key = artifact_key(job.job_id, f"g{job.generation}/frames.safetensors")
         existing = self._store.head(key)

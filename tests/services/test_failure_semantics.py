@@ -15,6 +15,7 @@ import pytest
 from contracts.messages import (
     JobCancelled,
     JobCompleted,
+    JobFailed,
     StageProgress,
     StageStarted,
 )
@@ -29,11 +30,13 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = (ROOT / "examples" / "harbor.png").read_bytes()
+FAULTY_JOB = "jdeadletter0001"  # decode fails it 5 times: every delivery of its first generation
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with supervised_stack(tmp_path_factory.mktemp("stack"), {"I2V_RETRY_BACKOFF_S": "[0.2]"}) as stack:
+    env = {"I2V_RETRY_BACKOFF_S": "[0.2]", "I2V_FAULTS": f"decode:{FAULTY_JOB}:5"}
+    with supervised_stack(tmp_path_factory.mktemp("stack"), env) as stack:
         yield stack
 
 
@@ -171,3 +174,49 @@ def test_poison_messages_are_dead_lettered_and_listed(stack: EmbeddedStack) -> N
             return [item async for item in client.follow(spec.job_id)]
 
     assert isinstance(asyncio.run(job())[-1].event, JobCompleted)
+
+
+def test_a_job_that_exhausts_its_deliveries_is_dead_lettered_then_replayed_from_the_dlq(stack: EmbeddedStack) -> None:
+    env = {**os.environ, **stack.env()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "services.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+        )
+
+    async def first_run() -> list[Followed]:
+        async with job_client(stack) as client:
+            await client.submit(IMAGE, GenerationParams(steps=2, seed=6, duration=1), LOCAL_ACCOUNT, job_id=FAULTY_JOB)
+            return [item async for item in client.follow(FAULTY_JOB)]
+
+    before = _balance(stack)
+    failed = asyncio.run(first_run())
+    final = failed[-1].event
+    assert isinstance(final, JobFailed) and final.stage == Stage.DECODE and final.code == "internal", final
+    attempts = [e.event.attempt for e in failed if isinstance(e.event, StageStarted) and e.event.stage == Stage.DECODE]
+    assert attempts == [1, 2, 3, 4, 5]
+
+    listing = cli("dlq", "list").stdout
+    [line] = [row for row in listing.splitlines() if FAULTY_JOB in row]
+    assert "decode" in line and "attempts 5" in line and "injected fault" in line
+    replayed = cli("dlq", "replay", line.split()[0])
+    assert replayed.returncode == 0 and "generation 1" in replayed.stdout, replayed.stderr
+
+    async def second_run() -> list[Followed]:
+        async with job_client(stack) as client:
+            return [item async for item in client.follow(FAULTY_JOB, failed[-1].sequence)]
+
+    after = asyncio.run(second_run())
+    done = after[-1].event
+    assert isinstance(done, JobCompleted) and done.job.generation == 1
+    restarted = {e.event.stage for e in after if isinstance(e.event, StageStarted)}
+    assert restarted == {Stage.BILLING, Stage.DECODE, Stage.MUX}, restarted  # latent's output is reused
+    deadline = time.monotonic() + 20
+    while _balance(stack) != before - 12 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _balance(stack) == before - 12  # refunded once, charged once
