@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import nats
 import nats.errors
+from anyio import to_thread
 from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
@@ -115,7 +116,9 @@ class JobClient:
     async def submit(self, image: bytes, params: GenerationParams, account: str, job_id: str | None = None) -> JobSpec:
         """Store the upload and publish JobSubmitted; the seed is fixed here so the job is reproducible."""
         job = JobSpec(job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed())
-        upload = self._store.put(artifact_key(job.job_id, "upload"), image, sniff_content_type(image))
+        upload = await to_thread.run_sync(
+            self._store.put, artifact_key(job.job_id, "upload"), image, sniff_content_type(image)
+        )
         await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job
 
@@ -189,16 +192,17 @@ class JobClient:
             else:
                 from_stage = terminal.stage or Stage.INGEST
         job = spec.model_copy(update={"generation": history.generation + 1})
-        stored = self._store.head(command_key(job_id, from_stage))
+        stored = await to_thread.run_sync(self._store.head, command_key(job_id, from_stage))
         if stored is None:
             raise JobStateError(f"job {job_id} never reached stage {from_stage}; replay from an earlier stage")
         if from_stage == Stage.INGEST:
-            command: Command = JobSubmitted.model_validate_json(self._store.get(stored)).model_copy(update={"job": job})
+            body = await to_thread.run_sync(self._store.get, stored)
+            command: Command = JobSubmitted.model_validate_json(body).model_copy(update={"job": job})
         else:
-            billing = self._store.head(command_key(job_id, Stage.BILLING))
+            billing = await to_thread.run_sync(self._store.head, command_key(job_id, Stage.BILLING))
             if billing is None:
                 raise JobStateError(f"job {job_id} never reached billing; replay from ingest")
-            prepared = ImagePrepared.model_validate_json(self._store.get(billing))
+            prepared = ImagePrepared.model_validate_json(await to_thread.run_sync(self._store.get, billing))
             if from_stage == Stage.BILLING:
                 command = prepared.model_copy(update={"job": job, "resume": None, "resume_command": None})
             else:
