@@ -248,7 +248,9 @@ def _accounts(args: argparse.Namespace) -> int:
         else:
             print(f"account {args.name}: balance {ledger.balance(args.name)} points")
             for entry in ledger.entries(args.name, limit=10):
-                print(f"  {entry}")
+                job = f"job {entry.job_id} g{entry.generation}" if entry.job_id else ""
+                when = f"{entry.created_at:%Y-%m-%d %H:%M:%S}"
+                print(f"  {when}  {entry.kind:<7} {entry.points:+6d}  {job}  {entry.note}")
     except AccountExistsError:
         raise CliError(f"account {args.name!r} already exists") from None
     except UnknownAccountError:
