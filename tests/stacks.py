@@ -1,15 +1,20 @@
 """A whole embedded stack for slow tests: servers plus one process per service, supervised like
-`i2v stack up` (a killed service comes back), and a job client bound to it."""
+`i2v stack up` (a killed service comes back), a job client bound to it, and `i2v generate` as a user runs it."""
 
 import contextlib
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
 from infra.objectstore import S3ObjectStore
 from services.jobclient import JobClient
 from services.stack.embedded import EmbeddedStack
+
+ROOT = Path(__file__).resolve().parents[1]
+HARBOR = ROOT / "examples" / "harbor.png"
 
 # A short ack deadline so a killed worker's command comes back quickly; heartbeats keep live work alive.
 FAST_REDELIVERY = {"I2V_ACK_WAIT_S": "4", "I2V_HEARTBEAT_S": "1"}
@@ -45,3 +50,17 @@ async def job_client(stack: EmbeddedStack) -> AsyncIterator[JobClient]:
         yield client
     finally:
         await client.close()
+
+
+def run_generate(out: Path, *options: str, env: Mapping[str, str]) -> "subprocess.CompletedProcess[str]":
+    """`i2v generate` of the harbor example into ``out`` in a process of its own; fails the test unless it exits 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", "generate", str(HARBOR), "-o", str(out), *options],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

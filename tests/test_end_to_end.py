@@ -3,50 +3,35 @@ starts the embedded stack (nats-server, SeaweedFS, five service processes) and w
 
 import json
 import os
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+from tests.stacks import run_generate
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_generate_through_separate_processes(tmp_path: Path) -> None:
     out = tmp_path / "clip.mp4"
     traces = tmp_path / "spans.jsonl"
     env = {**os.environ, "I2V_TRACE_FILE": str(traces)}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli.main",
-            "generate",
-            str(ROOT / "examples" / "harbor.png"),
-            "-o",
-            str(out),
-            "--duration",
-            "2",
-            "--fps",
-            "12",
-            "--steps",
-            "4",
-            "--seed",
-            "77",
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+    result = run_generate(
+        out,
+        "--duration",
+        "2",
+        "--fps",
+        "12",
+        "--steps",
+        "4",
+        "--seed",
+        "77",
+        "--state-dir",
+        str(tmp_path / "state"),
         env=env,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
     report = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
     assert report["price"] == "17 points"  # 8 + 4*2 + (12-8)//4
     assert report["seed"] == "77"

@@ -12,10 +12,9 @@ import av
 import pytest
 
 from pipeline.models import build_tiny_svd
+from tests.stacks import ROOT, run_generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_stack_up_serves_generate_from_a_checkpoint_folder_and_stops_cleanly(tmp_path: Path) -> None:
@@ -45,39 +44,26 @@ def test_stack_up_serves_generate_from_a_checkpoint_folder_and_stops_cleanly(tmp
         assert {"I2V_NATS_URL", "I2V_S3_ENDPOINT", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"} <= env.keys(), lines
 
         out = tmp_path / "folder.mp4"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "services.cli.main",
-                "generate",
-                str(ROOT / "examples" / "harbor.png"),
-                "-o",
-                str(out),
-                "--nats",
-                env["I2V_NATS_URL"],
-                "--s3",
-                env["I2V_S3_ENDPOINT"],
-                "--model",
-                str(checkpoint),
-                "--resolution",
-                "256x192",
-                "--steps",
-                "3",
-                "--duration",
-                "1",
-                "--fps",
-                "8",
-                "--seed",
-                "9",
-            ],
-            cwd=ROOT,
+        run_generate(
+            out,
+            "--nats",
+            env["I2V_NATS_URL"],
+            "--s3",
+            env["I2V_S3_ENDPOINT"],
+            "--model",
+            str(checkpoint),
+            "--resolution",
+            "256x192",
+            "--steps",
+            "3",
+            "--duration",
+            "1",
+            "--fps",
+            "8",
+            "--seed",
+            "9",
             env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
         )
-        assert result.returncode == 0, result.stderr[-3000:]
         with av.open(str(out)) as container:
             assert len(list(container.decode(video=0))) == 8
     finally:

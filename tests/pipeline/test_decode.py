@@ -1,6 +1,7 @@
 """The split is faithful: latents then our chunked VAE decode give diffusers' own one-call frames."""
 
 import copy
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -12,62 +13,42 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 
 from pipeline.decode import decode_latents, frames_to_uint8
 from pipeline.latents import generate_latents
-from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES, build_tiny_svd
+from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES
+from tests.pipeline.bad_images import noise
+from tests.pipeline.diffusers_reference import diffusers_reference
 
 # diffusers' Euler scheduler calls np.array() on a torch tensor, which numpy 2.4 flags with torch 2.13.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
 )
 
-WIDTH, HEIGHT, FRAMES, STEPS, SEED = 128, 64, 5, 2, 1234
-MOTION, FPS_COND, AUGMENTATION = 127, 4, 0.02
-
-
-@pytest.fixture(scope="module")
-def pipe() -> StableVideoDiffusionPipeline:
-    return build_tiny_svd()
+WIDTH, HEIGHT, FRAMES = 128, 64, 5
+KNOBS: dict[str, Any] = {
+    "width": WIDTH,
+    "height": HEIGHT,
+    "num_frames": FRAMES,
+    "steps": 2,
+    "cfg_scale": 3.0,
+    "motion_bucket_id": 127,
+    "augmentation_level": 0.02,
+    "fps_cond": 4,
+    "seed": 1234,
+}
 
 
 @pytest.fixture(scope="module")
 def image() -> PIL.Image.Image:
-    pixels = np.random.default_rng(5).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    return PIL.Image.fromarray(pixels)
+    return noise(WIDTH, HEIGHT, seed=5)
 
 
 @pytest.fixture(scope="module")
 def latents(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image) -> torch.Tensor:
-    return generate_latents(
-        pipe,
-        image,
-        width=WIDTH,
-        height=HEIGHT,
-        num_frames=FRAMES,
-        steps=STEPS,
-        cfg_scale=3.0,
-        motion_bucket_id=MOTION,
-        augmentation_level=AUGMENTATION,
-        fps_cond=FPS_COND,
-        seed=SEED,
-    )
+    return generate_latents(pipe, image, **KNOBS)
 
 
 def diffusers_frames(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image, chunk_size: int) -> np.ndarray:
     """What diffusers' own pipeline gives in one call with the same image, seed and knobs."""
-    frames = pipe(
-        image,
-        width=WIDTH,
-        height=HEIGHT,
-        num_frames=FRAMES,
-        num_inference_steps=STEPS,
-        min_guidance_scale=1.0,
-        max_guidance_scale=3.0,
-        decode_chunk_size=chunk_size,
-        generator=torch.Generator().manual_seed(SEED),
-        motion_bucket_id=MOTION,
-        noise_aug_strength=AUGMENTATION,
-        fps=FPS_COND,
-        output_type="np",
-    ).frames
+    frames = diffusers_reference(pipe, image, KNOBS, decode_chunk_size=chunk_size, output_type="np")
     assert isinstance(frames, np.ndarray)
     video: np.ndarray = frames[0]
     return video
@@ -132,17 +113,7 @@ def test_default_shape_smoke(pipe: StableVideoDiffusionPipeline) -> None:
     width, height = TINY_DEFAULT_RESOLUTION
     image = PIL.Image.new("RGB", (width, height), (200, 120, 40))
     latents = generate_latents(
-        pipe,
-        image,
-        width=width,
-        height=height,
-        num_frames=TINY_NATIVE_FRAMES,
-        steps=2,
-        cfg_scale=2.5,
-        motion_bucket_id=127,
-        augmentation_level=0.0,
-        fps_cond=2,
-        seed=0,
+        pipe, image, **(KNOBS | {"width": width, "height": height, "num_frames": TINY_NATIVE_FRAMES})
     )
     assert latents.shape == (1, TINY_NATIVE_FRAMES, 4, height // 8, width // 8)
     frames = frames_to_uint8(

@@ -2,7 +2,6 @@
 
 from typing import Any
 
-import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -11,7 +10,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 
 from pipeline.latents import fps_conditioning, generate_latents, pixel_multiple
-from pipeline.models import build_tiny_svd
+from tests.pipeline.bad_images import noise
+from tests.pipeline.diffusers_reference import diffusers_reference
 
 # diffusers' Euler scheduler calls np.array() on a torch tensor, which numpy 2.4 flags with torch 2.13.
 pytestmark = pytest.mark.filterwarnings(
@@ -22,14 +22,8 @@ WIDTH, HEIGHT, FRAMES, STEPS = 128, 64, 4, 3
 
 
 @pytest.fixture(scope="module")
-def pipe() -> StableVideoDiffusionPipeline:
-    return build_tiny_svd()
-
-
-@pytest.fixture(scope="module")
 def image() -> PIL.Image.Image:
-    pixels = np.random.default_rng(7).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    return PIL.Image.fromarray(pixels)
+    return noise(WIDTH, HEIGHT, seed=7)
 
 
 def params(**overrides: Any) -> dict[str, Any]:
@@ -74,20 +68,7 @@ def test_fps_conditioning_rejects_nonsense(native_frames: int, duration_s: int, 
 
 def test_latents_equal_the_diffusers_pipeline(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image) -> None:
     ours = generate_latents(pipe, image, **params())
-    theirs = pipe(
-        image,
-        width=WIDTH,
-        height=HEIGHT,
-        num_frames=FRAMES,
-        num_inference_steps=STEPS,
-        min_guidance_scale=1.0,
-        max_guidance_scale=2.5,
-        motion_bucket_id=90,
-        noise_aug_strength=0.05,
-        fps=3,
-        generator=torch.Generator().manual_seed(42),
-        output_type="latent",
-    ).frames
+    theirs = diffusers_reference(pipe, image, params(), output_type="latent")
     assert ours.shape == (1, FRAMES, 4, HEIGHT // 8, WIDTH // 8)
     assert ours.dtype == torch.float32 and ours.device.type == "cpu"
     assert torch.equal(ours, theirs)

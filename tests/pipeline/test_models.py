@@ -6,8 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-import PIL.Image
 import pytest
 import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
@@ -29,6 +27,7 @@ from pipeline.models import (
     pick_device,
     resolve_model,
 )
+from tests.pipeline.bad_images import noise
 
 # diffusers' Euler scheduler calls np.array() on a torch tensor, which numpy 2.4 flags with torch 2.13.
 pytestmark = pytest.mark.filterwarnings(
@@ -61,13 +60,8 @@ def weights_digest(pipe: StableVideoDiffusionPipeline) -> str:
     return digest.hexdigest()
 
 
-@pytest.fixture(scope="module")
-def tiny() -> StableVideoDiffusionPipeline:
-    return build_tiny_svd()
-
-
 def small_latents(pipe: StableVideoDiffusionPipeline) -> torch.Tensor:
-    image = PIL.Image.fromarray(np.random.default_rng(3).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    image = noise(64, 64, seed=3)
     return generate_latents(
         pipe,
         image,
@@ -86,15 +80,15 @@ def small_latents(pipe: StableVideoDiffusionPipeline) -> torch.Tensor:
 # --- build_tiny_svd ---------------------------------------------------------------------------------
 
 
-def test_tiny_weights_ignore_and_keep_the_global_rng(tiny: StableVideoDiffusionPipeline) -> None:
+def test_tiny_weights_ignore_and_keep_the_global_rng(pipe: StableVideoDiffusionPipeline) -> None:
     torch.manual_seed(999)
     before = torch.get_rng_state()
     again = build_tiny_svd()
     assert torch.equal(torch.get_rng_state(), before)
-    assert weights_digest(again) == weights_digest(tiny)
+    assert weights_digest(again) == weights_digest(pipe)
 
 
-def test_tiny_weights_are_identical_in_another_process(tiny: StableVideoDiffusionPipeline) -> None:
+def test_tiny_weights_are_identical_in_another_process(pipe: StableVideoDiffusionPipeline) -> None:
     result = subprocess.run(
         [sys.executable, "-c", _WEIGHTS_DIGEST, "12345"],
         cwd=REPO_ROOT,
@@ -103,21 +97,21 @@ def test_tiny_weights_are_identical_in_another_process(tiny: StableVideoDiffusio
         check=True,
         timeout=120,
     )
-    assert result.stdout.strip() == weights_digest(tiny)
+    assert result.stdout.strip() == weights_digest(pipe)
 
 
-def test_tiny_weights_are_random_not_zero(tiny: StableVideoDiffusionPipeline) -> None:
-    for module in (tiny.unet, tiny.vae, tiny.image_encoder):
+def test_tiny_weights_are_random_not_zero(pipe: StableVideoDiffusionPipeline) -> None:
+    for module in (pipe.unet, pipe.vae, pipe.image_encoder):
         flat = torch.cat([p.detach().flatten() for p in module.parameters()])
         assert flat.std() > 0.01
 
 
-def test_tiny_is_shaped_like_svd(tiny: StableVideoDiffusionPipeline) -> None:
-    assert tiny.vae_scale_factor == 8
-    assert tiny.unet.config.num_frames == TINY_NATIVE_FRAMES
-    assert tiny.unet.config.in_channels == 2 * tiny.vae.config.latent_channels
-    assert tiny.image_encoder.config.projection_dim == tiny.unet.config.cross_attention_dim
-    scheduler = tiny.scheduler.config
+def test_tiny_is_shaped_like_svd(pipe: StableVideoDiffusionPipeline) -> None:
+    assert pipe.vae_scale_factor == 8
+    assert pipe.unet.config.num_frames == TINY_NATIVE_FRAMES
+    assert pipe.unet.config.in_channels == 2 * pipe.vae.config.latent_channels
+    assert pipe.image_encoder.config.projection_dim == pipe.unet.config.cross_attention_dim
+    scheduler = pipe.scheduler.config
     assert scheduler.prediction_type == "v_prediction"
     assert scheduler.use_karras_sigmas is True
     assert (scheduler.sigma_min, scheduler.sigma_max) == (0.002, 700.0)
@@ -215,32 +209,32 @@ def test_load_pipeline_tiny_is_cached() -> None:
     assert first.unet.dtype == torch.float32
 
 
-def test_saved_folder_loads_and_generates_the_same(tiny: StableVideoDiffusionPipeline, tmp_path: Path) -> None:
-    tiny.save_pretrained(tmp_path)
+def test_saved_folder_loads_and_generates_the_same(pipe: StableVideoDiffusionPipeline, tmp_path: Path) -> None:
+    pipe.save_pretrained(tmp_path)
     loaded = load_pipeline(str(tmp_path), CPU, torch.float32)
-    assert loaded is not tiny
-    assert weights_digest(loaded) == weights_digest(tiny)
+    assert loaded is not pipe
+    assert weights_digest(loaded) == weights_digest(pipe)
     # Same weights, but safetensors leaves them at unaligned addresses, where BLAS takes other kernels:
     # ulp-level differences that denoising grows a little. A different model would be off by O(1).
-    torch.testing.assert_close(small_latents(loaded), small_latents(tiny), rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(small_latents(loaded), small_latents(pipe), rtol=1e-3, atol=1e-3)
 
     vae = load_vae(str(tmp_path), CPU, torch.float32)
-    assert type(vae) is type(tiny.vae)
-    reference = tiny.vae.state_dict()
+    assert type(vae) is type(pipe.vae)
+    reference = pipe.vae.state_dict()
     assert all(torch.equal(tensor, reference[name]) for name, tensor in vae.state_dict().items())
 
 
-def test_fp16_only_folder_loads_its_fp16_variant(tiny: StableVideoDiffusionPipeline, tmp_path: Path) -> None:
-    tiny.save_pretrained(tmp_path, variant="fp16")
+def test_fp16_only_folder_loads_its_fp16_variant(pipe: StableVideoDiffusionPipeline, tmp_path: Path) -> None:
+    pipe.save_pretrained(tmp_path, variant="fp16")
     vae = load_vae(str(tmp_path), CPU, torch.float16)
     assert vae.dtype == torch.float16
-    expected = tiny.vae.decoder.conv_out.weight.half()
+    expected = pipe.vae.decoder.conv_out.weight.half()
     assert torch.equal(vae.decoder.conv_out.weight, expected)
 
 
-def test_load_tiny_vae_matches_the_pipeline(tiny: StableVideoDiffusionPipeline) -> None:
+def test_load_tiny_vae_matches_the_pipeline(pipe: StableVideoDiffusionPipeline) -> None:
     vae = load_vae("tiny", CPU, torch.float32)
-    assert torch.equal(vae.decoder.conv_out.weight, tiny.vae.decoder.conv_out.weight)
+    assert torch.equal(vae.decoder.conv_out.weight, pipe.vae.decoder.conv_out.weight)
 
 
 def test_load_unknown_model_fails_before_loading() -> None:

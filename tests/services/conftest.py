@@ -1,12 +1,17 @@
-"""Fixtures shared by the service tests: a PostgreSQL schema per test for the production ledger."""
+"""Fixtures shared by the service tests: a fresh JetStream bus, and a PostgreSQL schema per test for the
+production ledger."""
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from urllib.parse import quote
 
 import psycopg
 import pytest
+from nats.js import JetStreamContext
+
+from infra.nats_server import NatsServer
+from tests.services.bus_helpers import fresh_bus
 
 PG_SERVER = os.environ.get("I2V_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -33,3 +38,10 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(pg_server, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
+    """JetStream on the session's nats-server, its streams emptied of earlier tests' messages."""
+    async with fresh_bus(nats_server.url) as context:
+        yield context

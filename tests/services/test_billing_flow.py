@@ -6,7 +6,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import nats.errors
 import pytest
 from faststream import FastStream
 from nats.aio.msg import Msg
@@ -14,7 +13,6 @@ from nats.js import JetStreamContext
 
 from contracts.messages import (
     ImagePrepared,
-    JobCompleted,
     JobFailed,
     JobRejected,
     JobSpec,
@@ -31,18 +29,13 @@ from infra.objectstore import MemoryObjectStore
 from services.billing.app import build_app
 from services.billing.ledger import SqlLedger, open_ledger
 from services.bus.publishing import Command, Terminal, route
-from tests.services.test_runner_delivery import Tail, consumer_drained, fresh_bus, has, settings_for
+from tests.services.bus_helpers import Tail, consumer_drained, has, settings_for
+from tests.services.job_messages import completed
 
 pytestmark = pytest.mark.integration
 
 DURATION, FPS = 2, 8
 PRICE = price_points(DURATION, FPS)
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    async with fresh_bus(nats_server.url) as context:
-        yield context
 
 
 @pytest.fixture
@@ -69,23 +62,6 @@ def image_prepared(job_id: str, account: str) -> ImagePrepared:
         bucket="i2v", key=artifact_key(job_id, "g0/image.png"), size=1, sha256="0" * 64, content_type="image/png"
     )
     return ImagePrepared(job=job, image=image, width=128, height=64, source_width=128, source_height=64)
-
-
-def completed(job: JobSpec) -> JobCompleted:
-    ref = ObjectRef(
-        bucket="i2v", key=artifact_key(job.job_id, "g0/video.mp4"), size=1, sha256="0" * 64, content_type="video/mp4"
-    )
-    return JobCompleted(
-        job=job,
-        video=ref,
-        poster=ref,
-        frame_count=DURATION * FPS,
-        fps=FPS,
-        duration_s=DURATION,
-        width=128,
-        height=64,
-        price=PRICE,
-    )
 
 
 async def publish(js: JetStreamContext, message: Command | Terminal) -> None:
@@ -145,7 +121,7 @@ async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(
     )
     assert ledger.balance("rich") == PRICE  # two of three prices held
 
-    await publish(js, completed(done.job))
+    await publish(js, completed(done.job, PRICE))
     await publish(js, JobFailed(job=broken.job, stage=Stage.DECODE, code="internal", reason="decode crashed"))
 
     def state(job: ImagePrepared) -> str | None:
@@ -191,7 +167,8 @@ async def test_fifty_simultaneous_jobs_against_points_for_ten_reserve_exactly_te
 
     latent = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM)
     reserved: list[PointsReserved] = []
-    with contextlib.suppress(nats.errors.TimeoutError):
+    # fetch raises nats' TimeoutError or asyncio's, depending on where the wait ends.
+    with contextlib.suppress(TimeoutError):
         while True:
             for msg in await latent.fetch(50, timeout=2):
                 reserved.append(PointsReserved.model_validate_json(msg.data))

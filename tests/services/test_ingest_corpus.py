@@ -2,9 +2,7 @@
 (or is prepared correctly), nothing is dead-lettered as a crash, and the service keeps consuming."""
 
 import contextlib
-from collections.abc import AsyncIterator
 
-import nats.errors
 import pytest
 from nats.js import JetStreamContext
 
@@ -20,15 +18,9 @@ from services.bus.publishing import route
 from services.ingest.app import build_app
 from services.jobclient import sniff_content_type
 from tests.pipeline.bad_images import bad_image_corpus
-from tests.services.test_runner_delivery import Tail, consumer_drained, fresh_bus, has, settings_for
+from tests.services.bus_helpers import Tail, consumer_drained, has, settings_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    async with fresh_bus(nats_server.url) as context:
-        yield context
 
 
 async def test_the_bad_image_corpus_through_the_ingest_service(
@@ -66,11 +58,12 @@ async def test_the_bad_image_corpus_through_the_ingest_service(
         work_subject(Stage.BILLING), durable=durable_name(Stage.BILLING), stream=WORK_STREAM
     )
     prepared: dict[str, ImagePrepared] = {}
-    with contextlib.suppress(nats.errors.TimeoutError):
+    # fetch raises nats' TimeoutError or asyncio's, depending on where the wait ends.
+    with contextlib.suppress(TimeoutError):
         while True:
             for msg in await billing.fetch(50, timeout=2):
-                command = ImagePrepared.model_validate_json(msg.data)
-                prepared[command.job.job_id] = command
+                ready = ImagePrepared.model_validate_json(msg.data)
+                prepared[ready.job.job_id] = ready
                 await msg.ack()
     for job_id, case in jobs.items():
         expected = corpus[case][1]

@@ -8,15 +8,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-import nats
 import pytest
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
-from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
-from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from contracts.messages import (
     DeadLetter,
@@ -33,115 +29,18 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef, artifact_key
 from contracts.stages import Stage
-from contracts.subjects import (
-    CANCEL_BUCKET,
-    DLQ_STREAM,
-    EVENTS_STREAM,
-    WORK_STREAM,
-    dlq_subject,
-    durable_name,
-    job_events_filter,
-    work_subject,
-)
+from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, job_events_filter, work_subject
 from infra.nats_server import NatsServer
 from services.bus.faults import PermanentError, TransientError
 from services.bus.publishing import route
 from services.bus.runner import Progress, delivery_count
 from services.bus.service import service_kit
-from services.bus.streams import ensure_streams
 from services.config import Settings
+from tests.services.bus_helpers import Tail, at_least, consumer_drained, has, settings_for
 
 pytestmark = pytest.mark.integration
 
 STAGE = Stage.INGEST  # the probe stands in for ingest: JobSubmitted in, ImagePrepared out
-TIMEOUT_S = 20.0
-
-
-# --- helpers shared with test_billing_flow ----------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def fresh_bus(url: str) -> AsyncIterator[JetStreamContext]:
-    """A JetStream context on streams emptied of every earlier test's messages and consumers."""
-    nc: NatsClient = await nats.connect(url)
-    js = nc.jetstream()
-    for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(name)
-    with contextlib.suppress(BucketNotFoundError, NotFoundError):
-        await js.delete_key_value(CANCEL_BUCKET)
-    await ensure_streams(js)
-    try:
-        yield js
-    finally:
-        await nc.close()
-
-
-class Tail:
-    """Every message on a subject, from the stream's start, as it arrives (an ordered consumer)."""
-
-    def __init__(self, sub: JetStreamContext.PushSubscription) -> None:
-        self._sub = sub
-        self.messages: list[Msg] = []
-
-    @classmethod
-    async def open(cls, js: JetStreamContext, subject: str) -> "Tail":
-        return cls(await js.subscribe(subject, ordered_consumer=True))
-
-    async def until(self, done: Callable[[list[Msg]], bool], timeout: float = TIMEOUT_S) -> list[Msg]:
-        """Read on until ``done(messages)``; fail the test naming what arrived if it never is."""
-        deadline = time.monotonic() + timeout
-        while not done(self.messages):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"timed out; got {[m.data[:200] for m in self.messages]}")
-            with contextlib.suppress(nats.errors.TimeoutError):
-                self.messages.append(await self._sub.next_msg(timeout=min(remaining, 0.5)))
-        return self.messages
-
-    async def quiet(self, seconds: float) -> list[Msg]:
-        """Read whatever else arrives within ``seconds``."""
-        deadline = time.monotonic() + seconds
-        while (remaining := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(nats.errors.TimeoutError):
-                self.messages.append(await self._sub.next_msg(timeout=remaining))
-        return self.messages
-
-    def events(self) -> list[Event]:
-        return [parse_event(m.data) for m in self.messages]
-
-
-def has(kind: type, count: int = 1) -> Callable[[list[Msg]], bool]:
-    """``Tail.until`` condition: at least ``count`` events of type ``kind`` arrived."""
-    return lambda messages: sum(isinstance(parse_event(m.data), kind) for m in messages) >= count
-
-
-def at_least(count: int) -> Callable[[list[Msg]], bool]:
-    """``Tail.until`` condition: at least ``count`` messages of any kind arrived."""
-    return lambda messages: len(messages) >= count
-
-
-async def consumer_drained(js: JetStreamContext, stage: Stage, timeout: float = 10.0) -> ConsumerInfo:
-    """The stage's durable once nothing is pending or unacked; fails if that never happens."""
-    deadline = time.monotonic() + timeout
-    while True:
-        info: ConsumerInfo = await js.consumer_info(WORK_STREAM, durable_name(stage))
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            return info
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{durable_name(stage)} never drained: {info}")
-        await asyncio.sleep(0.05)
-
-
-def settings_for(server: NatsServer, **overrides: object) -> Settings:
-    values: dict[str, object] = {
-        "nats_url": server.url,
-        "s3_endpoint": "http://127.0.0.1:9",  # required by the kit; the probe never touches a store
-        "max_deliver": 3,
-        "retry_backoff_s": (0.1,),
-    }
-    values.update(overrides)
-    return Settings.model_validate(values)
 
 
 async def publish(js: JetStreamContext, command: JobSubmitted) -> bool:
@@ -149,6 +48,13 @@ async def publish(js: JetStreamContext, command: JobSubmitted) -> bool:
     where = route(command)
     ack = await js.publish(where.subject, command.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
     return bool(ack.duplicate)
+
+
+async def publish_and_settle(js: JetStreamContext, cmd: JobSubmitted, events: Tail, kind: type[Event]) -> ConsumerInfo:
+    """Publish ``cmd`` (not a duplicate), wait for its ``kind`` event, then for the stage's durable to drain."""
+    assert not await publish(js, cmd)
+    await events.until(has(kind))
+    return await consumer_drained(js, STAGE)
 
 
 def spec(job_id: str) -> JobSpec:
@@ -222,12 +128,6 @@ def transient_until(good_attempt: int) -> Behaviour:
     return behaviour
 
 
-@pytest.fixture
-async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
-    async with fresh_bus(nats_server.url) as context:
-        yield context
-
-
 # --- the tests --------------------------------------------------------------------------------------
 
 
@@ -239,9 +139,7 @@ async def test_success_publishes_lifecycle_events_and_the_next_command_then_acks
     events = await Tail.open(js, job_events_filter(cmd.job.job_id))
 
     async with running(probe.app(settings_for(nats_server))):
-        assert not await publish(js, cmd)
-        await events.until(has(StageFinished))
-        await consumer_drained(js, STAGE)
+        await publish_and_settle(js, cmd, events, StageFinished)
 
     assert probe.calls == [("job-ok-1", 1)]
     kinds = [(type(e).__name__, getattr(e, "step", None)) for e in events.events()]
@@ -263,9 +161,7 @@ async def test_a_transient_failure_is_retried_until_it_succeeds(js: JetStreamCon
     events = await Tail.open(js, job_events_filter(cmd.job.job_id))
 
     async with running(probe.app(settings_for(nats_server, max_deliver=5))):
-        await publish(js, cmd)
-        await events.until(has(StageFinished))
-        await consumer_drained(js, STAGE)
+        await publish_and_settle(js, cmd, events, StageFinished)
 
     assert probe.calls == [("job-flaky-1", 1), ("job-flaky-1", 2), ("job-flaky-1", 3)]
     assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1, 2, 3]
@@ -285,10 +181,8 @@ async def test_a_fault_that_never_clears_is_dead_lettered_after_max_deliver(
     dlq = await Tail.open(js, dlq_subject(STAGE))
 
     async with running(probe.app(settings_for(nats_server, max_deliver=3))):
-        await publish(js, cmd)
-        await events.until(has(JobFailed))
+        await publish_and_settle(js, cmd, events, JobFailed)
         await dlq.until(at_least(1))
-        await consumer_drained(js, STAGE)
         # Longer than the backoff (0.1 s): a nack instead of a final reject would have redelivered by now.
         await asyncio.sleep(1.0)
         await events.quiet(0.1)
@@ -317,9 +211,7 @@ async def test_a_permanent_failure_fails_the_job_at_once_without_a_dead_letter(
     events = await Tail.open(js, job_events_filter(cmd.job.job_id))
 
     async with running(probe.app(settings_for(nats_server, max_deliver=3))):
-        await publish(js, cmd)
-        await events.until(has(JobFailed))
-        await consumer_drained(js, STAGE)
+        await publish_and_settle(js, cmd, events, JobFailed)
         await asyncio.sleep(0.5)  # five backoffs' worth: room for a wrong retry to show
         await events.quiet(0.1)
 
@@ -404,9 +296,7 @@ async def test_heartbeats_keep_a_long_command_from_being_redelivered(
 
     # A second, idle replica holds a pull request open: without heartbeats it would get the redelivery.
     async with running(probe.app(settings), probe.app(settings)):
-        await publish(js, cmd)
-        await events.until(has(StageFinished))
-        info = await consumer_drained(js, STAGE)
+        info = await publish_and_settle(js, cmd, events, StageFinished)
         await asyncio.sleep(1.5)  # past one more ack deadline
         await events.quiet(0.1)
 

@@ -24,9 +24,9 @@ from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES, build_t
 from pipeline.tensors import frames_from_bytes, latents_from_bytes
 from services.bus.publishing import route
 from services.bus.streams import ensure_streams
-from services.config import Settings
 from services.decode.app import build_app as build_decode
 from services.latent.app import build_app as build_latent
+from tests.server_settings import settings_for_servers
 
 pytestmark = pytest.mark.integration
 
@@ -36,15 +36,7 @@ HARBOR = Path(__file__).resolve().parents[2] / "examples" / "harbor.png"
 async def test_latent_then_decode_over_the_bus_equals_the_one_process_pipeline(
     nats_server: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore, tmp_path: Path
 ) -> None:
-    settings = Settings(
-        nats_url=nats_server.url,
-        s3_endpoint=seaweed.endpoint,
-        s3_access_key=seaweed.access_key,
-        s3_secret_key=seaweed.secret_key,
-        s3_bucket=object_store.bucket,
-        state_dir=tmp_path,
-        heartbeat_s=1.0,
-    )
+    settings = settings_for_servers(nats_server, seaweed, object_store, tmp_path, heartbeat_s=1.0)
     # One second at 8 fps is exactly the tiny model's native frame count, so interpolation is the
     # identity and the delivered frames are the decoded frames.
     params = GenerationParams(duration=1, fps=TINY_NATIVE_FRAMES, steps=3, seed=4242, augmentation_level=0.02)

@@ -38,6 +38,7 @@ from services.ingest.stage import IngestStage, model_size_from_checkpoint
 from services.latent.stage import LatentStage
 from services.mux.stage import MuxStage
 from tests.pipeline.bad_images import bad_image_corpus, encoded, noise
+from tests.services.job_messages import completed
 
 # diffusers' Euler scheduler calls np.array() on a torch tensor, which numpy 2.4 flags.
 pytestmark = pytest.mark.filterwarnings(
@@ -182,23 +183,6 @@ def prepared_for(job: JobSpec) -> ImagePrepared:
         bucket="i2v", key=artifact_key(job.job_id, "g0/image.png"), size=1, sha256="0" * 64, content_type="image/png"
     )
     return ImagePrepared(job=job, image=image, width=WIDTH, height=HEIGHT, source_width=WIDTH, source_height=HEIGHT)
-
-
-def completed(job: JobSpec, price: int) -> JobCompleted:
-    ref = ObjectRef(
-        bucket="i2v", key=artifact_key(job.job_id, "g0/video.mp4"), size=1, sha256="0" * 64, content_type="video/mp4"
-    )
-    return JobCompleted(
-        job=job,
-        video=ref,
-        poster=ref,
-        frame_count=DURATION * FPS,
-        fps=FPS,
-        duration_s=DURATION,
-        width=WIDTH,
-        height=HEIGHT,
-        price=price,
-    )
 
 
 def test_billing_reserves_the_price_when_the_account_has_enough(ledger: SqlLedger) -> None:

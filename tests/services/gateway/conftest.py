@@ -22,6 +22,7 @@ from services.config import Settings
 from services.gateway.app import build_app
 from services.gateway.auth import hash_api_key, new_api_key
 from services.gateway.server import uvicorn_server
+from tests.server_settings import settings_for_servers
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +64,7 @@ class RunningGateway:
 async def gateway(
     tmp_path: Path, gateway_nats: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
 ) -> AsyncIterator[RunningGateway]:
-    settings = Settings(
-        nats_url=gateway_nats.url,
-        s3_endpoint=seaweed.endpoint,
-        s3_access_key=seaweed.access_key,
-        s3_secret_key=seaweed.secret_key,
-        s3_bucket=object_store.bucket,
-        state_dir=tmp_path / "state",
-        gateway_max_active_jobs=2,
-    )
+    settings = settings_for_servers(gateway_nats, seaweed, object_store, tmp_path / "state", gateway_max_active_jobs=2)
     ledger = open_ledger(str(tmp_path / "ledger.sqlite3"))
     app = build_app(settings, ledger=ledger, store=object_store, heartbeat_s=0.3)
     port = free_port()

@@ -1,0 +1,108 @@
+"""Helpers for the tests that run services on a real nats-server: a fresh bus, a tail of a subject,
+conditions to wait on, a drained consumer and the settings for a service on that server."""
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from contracts.messages import Event, parse_event
+from contracts.stages import Stage
+from contracts.subjects import CANCEL_BUCKET, DLQ_STREAM, EVENTS_STREAM, WORK_STREAM, durable_name
+from infra.nats_server import NatsServer
+from services.bus.streams import ensure_streams
+from services.config import Settings
+
+TIMEOUT_S = 20.0
+
+
+@contextlib.asynccontextmanager
+async def fresh_bus(url: str) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on streams emptied of every earlier test's messages and consumers."""
+    nc: NatsClient = await nats.connect(url)
+    js = nc.jetstream()
+    for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(name)
+    with contextlib.suppress(BucketNotFoundError, NotFoundError):
+        await js.delete_key_value(CANCEL_BUCKET)
+    await ensure_streams(js)
+    try:
+        yield js
+    finally:
+        await nc.close()
+
+
+class Tail:
+    """Every message on a subject, from the stream's start, as it arrives (an ordered consumer)."""
+
+    def __init__(self, sub: JetStreamContext.PushSubscription) -> None:
+        self._sub = sub
+        self.messages: list[Msg] = []
+
+    @classmethod
+    async def open(cls, js: JetStreamContext, subject: str) -> "Tail":
+        return cls(await js.subscribe(subject, ordered_consumer=True))
+
+    async def until(self, done: Callable[[list[Msg]], bool], timeout: float = TIMEOUT_S) -> list[Msg]:
+        """Read on until ``done(messages)``; fail the test naming what arrived if it never is."""
+        deadline = time.monotonic() + timeout
+        while not done(self.messages):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out; got {[m.data[:200] for m in self.messages]}")
+            with contextlib.suppress(TimeoutError):
+                self.messages.append(await self._sub.next_msg(timeout=min(remaining, 0.5)))
+        return self.messages
+
+    async def quiet(self, seconds: float) -> list[Msg]:
+        """Read whatever else arrives within ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            with contextlib.suppress(TimeoutError):
+                self.messages.append(await self._sub.next_msg(timeout=remaining))
+        return self.messages
+
+    def events(self) -> list[Event]:
+        return [parse_event(m.data) for m in self.messages]
+
+
+def has(kind: type, count: int = 1) -> Callable[[list[Msg]], bool]:
+    """``Tail.until`` condition: at least ``count`` events of type ``kind`` arrived."""
+    return lambda messages: sum(isinstance(parse_event(m.data), kind) for m in messages) >= count
+
+
+def at_least(count: int) -> Callable[[list[Msg]], bool]:
+    """``Tail.until`` condition: at least ``count`` messages of any kind arrived."""
+    return lambda messages: len(messages) >= count
+
+
+async def consumer_drained(js: JetStreamContext, stage: Stage, timeout: float = 10.0) -> ConsumerInfo:
+    """The stage's durable once nothing is pending or unacked; fails if that never happens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        info: ConsumerInfo = await js.consumer_info(WORK_STREAM, durable_name(stage))
+        if info.num_ack_pending == 0 and info.num_pending == 0:
+            return info
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{durable_name(stage)} never drained: {info}")
+        await asyncio.sleep(0.05)
+
+
+def settings_for(server: NatsServer, **overrides: object) -> Settings:
+    """Settings for a service on ``server`` with quick retries; ``overrides`` replace any field."""
+    values: dict[str, object] = {
+        "nats_url": server.url,
+        "s3_endpoint": "http://127.0.0.1:9",  # required by the kit; the probe never touches a store
+        "max_deliver": 3,
+        "retry_backoff_s": (0.1,),
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)

@@ -1,0 +1,22 @@
+"""Contract messages for a job, built as the stages would build them, for tests that skip those stages."""
+
+from contracts.messages import JobCompleted, JobSpec
+from contracts.refs import ObjectRef, artifact_key
+
+
+def completed(job: JobSpec, price: int, *, width: int = 128, height: int = 64) -> JobCompleted:
+    """The job's JobCompleted at ``price``: a video as long and as fast as its params ask, one ref for both files."""
+    ref = ObjectRef(
+        bucket="i2v", key=artifact_key(job.job_id, "g0/video.mp4"), size=1, sha256="0" * 64, content_type="video/mp4"
+    )
+    return JobCompleted(
+        job=job,
+        video=ref,
+        poster=ref,
+        frame_count=job.params.frame_count,
+        fps=job.params.fps,
+        duration_s=job.params.duration,
+        width=width,
+        height=height,
+        price=price,
+    )
