@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol, cast
 import psycopg
 
 EntryKind = Literal["credit", "reserve", "capture", "refund"]
-ReservationState = Literal["reserved", "captured", "refunded"]
+ReservationState = Literal["reserved", "captured", "refunded", "rejected"]
 
 Row = tuple[Any, ...]
 
@@ -129,7 +129,7 @@ CREATE TABLE IF NOT EXISTS reservations (
     generation INTEGER NOT NULL,
     account TEXT NOT NULL REFERENCES accounts (name),
     points BIGINT NOT NULL CHECK (points > 0),
-    state TEXT NOT NULL CHECK (state IN ('reserved', 'captured', 'refunded')),
+    state TEXT NOT NULL CHECK (state IN ('reserved', 'captured', 'refunded', 'rejected')),
     created_at {timestamp},
     PRIMARY KEY (job_id, generation)
 )
@@ -347,8 +347,8 @@ class SqlLedger:
         """Hold ``points`` of ``account`` for one job generation, debiting them now.
 
         Idempotent on (job_id, generation): a repeat returns the first outcome with ``already=True``
-        and never debits twice. Too few points: ``ok=False`` and nothing is written, so a later
-        call (after a credit) may succeed.
+        and never debits twice. Too few points: ``ok=False``, nothing is debited, and the refusal is
+        remembered for that generation (a later generation, after a credit, may succeed).
         """
         if points <= 0:
             raise ValueError(f"reserve must be > 0 points, got {points}")
@@ -375,14 +375,20 @@ class SqlLedger:
                 (points, account, points),
             )
             if debited is None:
-                tx.discard()
+                # Remember the refusal: a redelivery after a top-up must not start a job already
+                # reported rejected (its terminal event is taken). A replay runs as a new generation.
+                tx.all(
+                    "UPDATE reservations SET state = 'rejected' WHERE job_id = ? AND generation = ?",
+                    (job_id, generation),
+                )
                 balance = self._balance(tx, account)
                 return ReserveResult(ok=False, balance=balance, price=points, already=False)
             _journal(tx, account, "reserve", -points, job=(job_id, generation))
             return ReserveResult(ok=True, balance=int(debited[0]), price=points, already=False)
 
     def _already(self, tx: _Tx, existing: Reservation) -> ReserveResult:
-        return ReserveResult(ok=True, balance=self._balance(tx, existing.account), price=existing.points, already=True)
+        balance = self._balance(tx, existing.account)
+        return ReserveResult(ok=existing.state != "rejected", balance=balance, price=existing.points, already=True)
 
     def capture(self, job_id: str, generation: int) -> bool:
         """Settle a reservation as spent. True if it is captured (now or before); False if it was
@@ -479,8 +485,8 @@ class SqlLedger:
                 " ON e.job_id = r.job_id AND e.generation = r.generation"
                 " GROUP BY r.job_id, r.generation, r.state, r.points ORDER BY r.job_id, r.generation"
             ):
-                # A held or captured reservation nets -points in the journal; a refunded one nets 0.
-                expected = 0 if state == "refunded" else -points
+                # A held or captured reservation nets -points in the journal; a refunded or rejected one 0.
+                expected = 0 if state in ("refunded", "rejected") else -points
                 if total != expected:
                     problems.append(
                         f"reservation {job_id}/{generation} ({state}, {points} points):"

@@ -91,7 +91,8 @@ async def test_too_few_points_rejects_the_job_and_sends_nothing_to_latent(
     assert (rejected.code, rejected.price, rejected.balance) == ("insufficient_points", PRICE, PRICE - 1)
     assert (await js.stream_info(WORK_STREAM)).state.messages == 0  # no PointsReserved waits for latent
     assert ledger.balance("poor") == PRICE - 1
-    assert ledger.reservation(cmd.job.job_id, 0) is None
+    refused = ledger.reservation(cmd.job.job_id, 0)
+    assert refused is not None and refused.state == "rejected"
 
 
 async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(

@@ -213,7 +213,8 @@ def test_billing_rejects_an_account_without_enough_points_and_leaves_it_alone(le
     assert result.code == "insufficient_points"
     assert (result.price, result.balance) == (price_points(DURATION, FPS), 5)
     assert ledger.balance("pauper") == 5
-    assert ledger.reservation("job-stage-1", 0) is None
+    refused = ledger.reservation("job-stage-1", 0)
+    assert refused is not None and refused.state == "rejected"
 
 
 def test_billing_rejects_an_unknown_account(ledger: SqlLedger) -> None:

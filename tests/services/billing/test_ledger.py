@@ -247,19 +247,31 @@ def test_insufficient_points_change_nothing(ledger: SqlLedger) -> None:
 
     assert result == ReserveResult(ok=False, balance=PRICE - 1, price=PRICE, already=False)
     assert ledger.balance("alice") == PRICE - 1
-    assert ledger.reservation("job-1", 0) is None
+    refused = ledger.reservation("job-1", 0)
+    assert refused is not None and refused.state == "rejected"  # remembered, holds nothing
     assert ledger.entries("alice") == entries_before
     assert ledger.capture("job-1", 0) is False
     assert ledger.refund("job-1", 0) == 0
     assert ledger.reconcile() == []
 
 
-def test_rejected_reserve_is_not_remembered(ledger: SqlLedger) -> None:
+def test_a_rejection_is_remembered_for_its_generation_only(ledger: SqlLedger) -> None:
     ledger.create_account("alice", PRICE - 1)
-    assert ledger.reserve("job-1", 0, "alice", PRICE).ok is False
+    assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
+        ok=False, balance=PRICE - 1, price=PRICE, already=False
+    )
     ledger.credit("alice", 1)
 
-    assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(ok=True, balance=0, price=PRICE, already=False)
+    # A redelivery of the rejected command must not start the job after all: its rejection stands.
+    assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
+        ok=False, balance=PRICE, price=PRICE, already=True
+    )
+    assert ledger.capture("job-1", 0) is False and ledger.refund("job-1", 0) == 0
+    rejected = ledger.reservation("job-1", 0)
+    assert rejected is not None and rejected.state == "rejected"
+    # A replay is a new generation and may reserve now.
+    assert ledger.reserve("job-1", 1, "alice", PRICE) == ReserveResult(ok=True, balance=0, price=PRICE, already=False)
+    assert ledger.reconcile() == []
 
 
 def test_exact_balance_can_be_reserved(ledger: SqlLedger) -> None:
