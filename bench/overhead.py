@@ -71,8 +71,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from contracts.params import GenerationParams
-    from infra.objectstore import S3ObjectStore
     from services.jobclient import JobClient
+    from services.objectstore import object_store_from
     from services.stack.embedded import EmbeddedStack
 
     image_bytes = args.image.read_bytes()
@@ -85,9 +85,7 @@ def main() -> None:
         stack = EmbeddedStack(Path(state), say=lambda line: print(line, flush=True))
         with stack:
             settings = stack.settings()
-            store = S3ObjectStore(
-                settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
-            )
+            store = object_store_from(settings)
 
             async def run_all() -> None:
                 client = await JobClient.connect(settings.nats_url, store)

@@ -177,15 +177,32 @@ def _label(kind: str) -> str:
     return "WebP" if kind == "WEBP" else kind
 
 
-def _sniff_format(data: bytes) -> str:
-    """Return the accepted Pillow format name for ``data`` or raise a specific rejection."""
-    head = data[:64]
+_CONTENT_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+
+
+def _accepted_format(head: bytes) -> str | None:
+    """The accepted Pillow format these leading bytes announce, if any (content, never the name)."""
     if head.startswith(b"\xff\xd8\xff"):
         return "JPEG"
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"
+    return None
+
+
+def content_type_of(data: bytes) -> str:
+    """MIME type of an upload by its leading bytes: one of the accepted formats, else octet-stream."""
+    found = _accepted_format(data[:12])
+    return _CONTENT_TYPES[found] if found else "application/octet-stream"
+
+
+def _sniff_format(data: bytes) -> str:
+    """Return the accepted Pillow format name for ``data`` or raise a specific rejection."""
+    head = data[:64]
+    accepted = _accepted_format(head)
+    if accepted is not None:
+        return accepted
     refused = _refused_format_name(head)
     if refused is None and _looks_like_text(data[:4096]):
         text = data[:4096].decode("utf-8", errors="ignore").lower()

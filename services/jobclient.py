@@ -19,27 +19,14 @@ from contracts.refs import artifact_key
 from contracts.stages import Stage
 from contracts.subjects import EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
+from pipeline.image import content_type_of
 from services.bus.publishing import Command, StageEvent, route
 from services.bus.streams import ensure_streams
-
-_SNIFF = (
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-)
 
 
 def new_job_id() -> str:
     """Time-ordered, unguessable, and safe as a NATS subject token."""
     return f"j{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
-
-
-def sniff_content_type(data: bytes) -> str:
-    for magic, content_type in _SNIFF:
-        if data.startswith(magic):
-            return content_type
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return "application/octet-stream"
 
 
 class JobNotFoundError(LookupError):
@@ -117,7 +104,7 @@ class JobClient:
         """Store the upload and publish JobSubmitted; the seed is fixed here so the job is reproducible."""
         job = JobSpec(job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed())
         upload = await to_thread.run_sync(
-            self._store.put, artifact_key(job.job_id, "upload"), image, sniff_content_type(image)
+            self._store.put, artifact_key(job.job_id, "upload"), image, content_type_of(image)
         )
         await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job

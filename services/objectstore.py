@@ -5,5 +5,4 @@ from services.config import Settings
 
 
 def object_store_from(settings: Settings) -> S3ObjectStore:
-    store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-    return store
+    return S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)

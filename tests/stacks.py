@@ -9,8 +9,8 @@ import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 
-from infra.objectstore import S3ObjectStore
 from services.jobclient import JobClient
+from services.objectstore import object_store_from
 from services.stack.embedded import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +44,7 @@ def supervised_stack(state_dir: Path, env: dict[str, str]) -> Iterator[EmbeddedS
 @contextlib.asynccontextmanager
 async def job_client(stack: EmbeddedStack) -> AsyncIterator[JobClient]:
     settings = stack.settings()
-    store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
-    client = await JobClient.connect(settings.nats_url, store)
+    client = await JobClient.connect(settings.nats_url, object_store_from(settings))
     try:
         yield client
     finally:

@@ -1,5 +1,6 @@
 """Building blocks of a service's composition root: broker, runner, work subscriber, app lifecycle."""
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -142,8 +143,12 @@ class PoisonMiddleware(BaseMiddleware):
 
     async def _dead_letter(self, stage: Stage, msg: StreamMessage[Any], exc: ValidationError) -> None:
         body = msg.body if isinstance(msg.body, bytes) else str(msg.body).encode()
-        job = _salvage_job(body)
-        code = "schema_violation" if _is_json(body) else "not_json"
+        try:
+            document: object = json.loads(body)
+            code = "schema_violation"
+        except ValueError:
+            document, code = None, "not_json"
+        job = _salvage_job(document)
         reason = f"unreadable {stage} command: {_summarize(exc)}"
         log.error("%s: dead-lettering a message: %s", stage, reason)
         publisher = self._kit.publisher
@@ -175,23 +180,13 @@ def _work_stage(msg: StreamMessage[Any]) -> Stage | None:
         return None
 
 
-def _is_json(body: bytes) -> bool:
-    import json
-
-    try:
-        json.loads(body)
-    except ValueError:
-        return False
-    return True
-
-
-def _salvage_job(body: bytes) -> JobSpec | None:
+def _salvage_job(document: object) -> JobSpec | None:
     """The job a broken message belongs to, when at least that part is readable, so it can be failed."""
-    import json
-
+    if not isinstance(document, dict):
+        return None
     try:
-        return JobSpec.model_validate(json.loads(body)["job"])
-    except Exception:
+        return JobSpec.model_validate(document.get("job"))
+    except ValidationError:
         return None
 
 

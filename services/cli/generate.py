@@ -26,6 +26,8 @@ from infra.objectstore import S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
 from services.jobclient import JobClient
+from services.objectstore import object_store_from
+from services.stack.embedded import LOCAL_ACCOUNT
 from services.telemetry import tracer_provider
 
 
@@ -72,26 +74,24 @@ def run_generate(request: GenerateRequest, settings: Settings, *, embedded_state
     data = check_locally(request)
     with ExitStack() as stack:
         if not (settings.nats_url and settings.s3_endpoint):
-            from services.stack.embedded import LOCAL_ACCOUNT, EmbeddedStack
+            from services.stack.embedded import EmbeddedStack
 
             state = embedded_state or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i2v-")))
             say("starting the embedded stack (nats-server, SeaweedFS, 5 services)...")
             embedded = stack.enter_context(EmbeddedStack(state, say=say, extra_env={"I2V_MODEL": request.params.model}))
             settings = embedded.settings()
-            if request.account == "":
-                request = GenerateRequest(**{**request.__dict__, "account": LOCAL_ACCOUNT})
         return asyncio.run(_submit_and_follow(request, data, settings))
 
 
 async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Settings) -> int:
-    store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+    store = object_store_from(settings)
     tracing = tracer_provider("cli", settings.trace_file)
     tracer = tracing.get_tracer("i2v.cli")
     client = await JobClient.connect(settings.nats_url, store)
     try:
         with tracer.start_as_current_span("i2v generate") as span:
             started = time.perf_counter()
-            job = await client.submit(data, request.params, request.account or "local")
+            job = await client.submit(data, request.params, request.account or LOCAL_ACCOUNT)
             span.set_attribute("i2v.job_id", job.job_id)
             say(f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps")
             bars = ProgressBars()

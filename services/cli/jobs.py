@@ -13,10 +13,10 @@ from nats.js.errors import NotFoundError
 from contracts.messages import DeadLetter
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS
-from infra.objectstore import S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
 from services.jobclient import JobClient, JobNotFoundError, JobStateError
+from services.objectstore import object_store_from
 
 T = TypeVar("T")
 
@@ -26,7 +26,7 @@ def _with_client(settings: Settings, action: Callable[[JobClient], Awaitable[T]]
         settings.require_connections()
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    store = S3ObjectStore(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket)
+    store = object_store_from(settings)
 
     async def run() -> T:
         try:

@@ -18,6 +18,7 @@ from contracts.pricing import price_points
 from contracts.refs import ObjectRef, artifact_key
 from contracts.stages import Stage
 from infra.objectstore import ObjectMissingError
+from pipeline.image import content_type_of
 from services.billing.ledger import UnknownAccountError
 from services.gateway.auth import TOKEN_PREFIX, hash_api_key
 from services.gateway.errors import ApiError, ErrorResponse, not_found, validation_error
@@ -25,7 +26,7 @@ from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import Account, JobPage, JobResource, LedgerEntry, Quote, Session
-from services.jobclient import JobNotFoundError, JobStateError, new_job_id, sniff_content_type
+from services.jobclient import JobNotFoundError, JobStateError, new_job_id
 
 router = APIRouter()
 
@@ -250,7 +251,7 @@ async def submit_job(request: Request, account: CurrentAccount) -> JSONResponse:
         )
     try:
         ref: ObjectRef = await anyio.to_thread.run_sync(
-            gateway.store.put, artifact_key(spec.job_id, "upload"), image, sniff_content_type(image)
+            gateway.store.put, artifact_key(spec.job_id, "upload"), image, content_type_of(image)
         )
         gateway.uploaded(ref)
         await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from infra.nats_server import NatsServer
-from infra.objectstore import S3ObjectStore
 from infra.ports import LOOPBACK, free_port
 from infra.seaweed import SeaweedS3
 from services.config import Settings
+from services.objectstore import object_store_from
 
 log = logging.getLogger("i2v.stack")
 
@@ -73,10 +73,7 @@ class EmbeddedStack:
             self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
             if "gateway" in self.services and self.gateway_port is None:
                 self.gateway_port = free_port()
-            settings = self.settings()
-            S3ObjectStore(
-                settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key, settings.s3_bucket
-            ).ensure_bucket()
+            object_store_from(self.settings()).ensure_bucket()
             for name in self.services:
                 self._spawn(name)
             self._wait_ready(time.monotonic() + timeout)

@@ -14,9 +14,9 @@ from contracts.subjects import DLQ_STREAM, WORK_STREAM, durable_name, work_subje
 from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore
 from infra.seaweed import SeaweedS3
+from pipeline.image import content_type_of
 from services.bus.publishing import route
 from services.ingest.app import build_app
-from services.jobclient import sniff_content_type
 from tests.pipeline.bad_images import bad_image_corpus
 from tests.services.bus_helpers import Tail, consumer_drained, has, settings_for
 
@@ -42,7 +42,7 @@ async def test_the_bad_image_corpus_through_the_ingest_service(
         jobs: dict[str, str] = {}
         for i, (case, (data, _code)) in enumerate(sorted(corpus.items())):
             job = JobSpec(job_id=f"jcorpus{i:03d}", account="local", params=GenerationParams(seed=i))
-            upload = object_store.put(artifact_key(job.job_id, "upload"), data, sniff_content_type(data))
+            upload = object_store.put(artifact_key(job.job_id, "upload"), data, content_type_of(data))
             command = JobSubmitted(job=job, upload=upload)
             where = route(command)
             await js.publish(where.subject, command.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
