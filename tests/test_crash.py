@@ -161,10 +161,3 @@ def test_object_store_unreachable_for_ten_seconds(make_stack: Callable[[dict[str
 
     histories = _run_batch(stack, jobs, outage)
     _assert_exactly_once(stack, histories, start)
-    retried = [
-        f.event
-        for h in histories
-        for f in h.events
-        if f.event.type == "StageStarted" and f.event.attempt > 1  # type: ignore[union-attr]
-    ]
-    assert retried, "the outage should have made at least one stage retry"

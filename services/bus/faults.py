@@ -32,12 +32,13 @@ class Fault:
 
 def classify(exc: BaseException) -> Fault:
     """Map an exception from a stage to a retry decision."""
+    from pydantic import ValidationError
+
     from infra.objectstore import (
         ObjectIntegrityError,
         ObjectMissingError,
         ObjectStoreUnavailableError,
     )
-    from pydantic import ValidationError
 
     if isinstance(exc, PermanentError):
         return Fault(False, exc.code, str(exc))

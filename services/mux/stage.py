@@ -1,9 +1,8 @@
 """The mux stage: frames in, MP4 and poster out, checked by decoding the result. No NATS here."""
 
-from infra.objectstore import ObjectStore
-
 from contracts.messages import FramesReady, JobCompleted
 from contracts.refs import artifact_key
+from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
 
