@@ -1,5 +1,6 @@
 """The pydantic contracts that i2v services share: parameters, object references, messages, subjects."""
 
+from contracts.keys import artifact_key
 from contracts.messages import (
     CancelRequested,
     DeadLetter,
@@ -22,7 +23,7 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points
-from contracts.refs import ObjectRef, artifact_key
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 
 __all__ = [

@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.failures import FailureCode
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
@@ -162,7 +163,7 @@ class JobFailed(Contract):
     type: Literal["JobFailed"] = "JobFailed"
     job: JobSpec
     stage: Stage
-    code: str
+    code: FailureCode
     reason: str
 
 
@@ -171,7 +172,7 @@ class JobRejected(Contract):
 
     type: Literal["JobRejected"] = "JobRejected"
     job: JobSpec
-    code: str
+    code: FailureCode
     reason: str
     price: int
     balance: int
@@ -197,7 +198,18 @@ Event = Annotated[
     | JobCancelled,
     Field(discriminator="type"),
 ]
-TERMINAL_TYPES = frozenset({"JobCompleted", "JobFailed", "JobRejected", "JobCancelled"})
+Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
+"""The one event that ends a job generation; exactly one is published per (job, generation)."""
+TerminalEvent = Annotated[Terminal, Field(discriminator="type")]
+TERMINAL_TYPES: frozenset[str] = frozenset(
+    t.model_fields["type"].default for t in (JobCompleted, JobFailed, JobRejected, JobCancelled)
+)
+
+
+def is_terminal(event: object) -> bool:
+    """Whether ``event`` ends its job generation. Only the current generation's terminal ends the job."""
+    return isinstance(event, JobCompleted | JobFailed | JobRejected | JobCancelled)
+
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 
@@ -214,7 +226,7 @@ class DeadLetter(Contract):
     stage: Stage
     subject: str
     body: str = Field(description="the original message body, as text (undecodable bytes escaped)")
-    code: str
+    code: FailureCode
     error: str
     attempts: int
     job_id: str | None = None

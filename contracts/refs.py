@@ -2,7 +2,7 @@
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -18,7 +18,13 @@ class ObjectRef(BaseModel):
     sha256: str = Field(pattern=_SHA256.pattern)
     content_type: str = Field(min_length=1)
 
-
-def artifact_key(job_id: str, name: str) -> str:
-    """Deterministic key of a job artifact: a rerun of a stage writes the same key."""
-    return f"jobs/{job_id}/{name}"
+    @field_validator("key")
+    @classmethod
+    def _relative_and_plain(cls, key: str) -> str:
+        # A key that climbs out of its prefix or hides in odd characters is a forged or broken message,
+        # not an object to fetch: refuse it as a schema error so it is never retried.
+        if key.startswith("/") or "\\" in key or any(part in ("", ".", "..") for part in key.split("/")):
+            raise ValueError("object key must be a relative path with no empty, '.' or '..' segments")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in key):
+            raise ValueError("object key must not contain control characters")
+        return key

@@ -46,8 +46,3 @@ def msg_id(job_id: str, what: str, generation: int) -> str:
 
 CANCEL_BUCKET = "i2v_cancel"
 """Key-value bucket: job id -> the generation that was cancelled. Stages check it before and during work."""
-
-
-def command_key(job_id: str, stage: "Stage") -> str:
-    """Where the runner keeps the last command a stage received, so the stage can be replayed."""
-    return f"jobs/{job_id}/commands/{stage.value}.json"

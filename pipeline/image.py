@@ -11,11 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
+from contracts.failures import FailureCode
+
 MIN_SIDE = 16
 """Smallest width or height accepted, in pixels."""
 MAX_SIDE = 2048
 """Largest side ``fit_resolution`` picks on its own; matches ``contracts.params.Resolution``."""
-ACCEPTED = ("JPEG", "PNG", "WEBP")
 _UPLOAD_HINT = "upload a JPEG, PNG or WebP image"
 _SWAPPING_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
@@ -24,7 +25,7 @@ _JPEG_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 class ImageRejected(ValueError):
     """The upload cannot be used; ``code`` is stable and snake_case, the message is for people."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: FailureCode, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
@@ -85,9 +86,11 @@ def prepare_image(
     """
     # 1. Cheap checks on the raw bytes: size, then the format from the magic bytes.
     if not data:
-        raise ImageRejected("empty", "the file is empty")
+        raise ImageRejected(FailureCode.EMPTY, "the file is empty")
     if len(data) > max_bytes:
-        raise ImageRejected("too_large", f"file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB")
+        raise ImageRejected(
+            FailureCode.TOO_LARGE, f"file is {len(data) / 2**20:.1f} MB; the limit is {max_bytes / 2**20:g} MB"
+        )
     kind = _sniff_format(data)
     label = _label(kind)
 
@@ -102,20 +105,22 @@ def prepare_image(
     try:
         img = Image.open(io.BytesIO(data), formats=[kind])
     except UnidentifiedImageError as exc:
-        raise ImageRejected("corrupt", f"corrupt {label}: the header cannot be read") from exc
+        raise ImageRejected(FailureCode.CORRUPT, f"corrupt {label}: the header cannot be read") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("too_many_pixels", f"image is too large to decode safely: {exc}") from exc
+        raise ImageRejected(FailureCode.TOO_MANY_PIXELS, f"image is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _decode_failure(label, exc) from exc
     if img.format != kind:
-        raise ImageRejected("not_an_image", f"the file looks like {label} but does not decode as one")
+        raise ImageRejected(FailureCode.NOT_AN_IMAGE, f"the file looks like {label} but does not decode as one")
     if getattr(img, "is_animated", False):
         animated = "animated PNG (APNG)" if kind == "PNG" else f"animated {label}"
-        raise ImageRejected("animated", f"{animated} is not supported: upload a still image")
+        raise ImageRejected(FailureCode.ANIMATED, f"{animated} is not supported: upload a still image")
     raw_w, raw_h = img.size
     _check_pixels(raw_w, raw_h, max_pixels)
     if raw_w < MIN_SIDE or raw_h < MIN_SIDE:
-        raise ImageRejected("too_small", f"image is {raw_w}x{raw_h}; both sides must be at least {MIN_SIDE} pixels")
+        raise ImageRejected(
+            FailureCode.TOO_SMALL, f"image is {raw_w}x{raw_h}; both sides must be at least {MIN_SIDE} pixels"
+        )
 
     # 4. Decode every pixel now so truncation and corruption surface here, not later. JPEG can
     # decode at 1/2..1/8 scale when the output is small; its EXIF is parsed at open, so do that first.
@@ -124,7 +129,7 @@ def prepare_image(
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected("too_many_pixels", f"image is too large to decode safely: {exc}") from exc
+        raise ImageRejected(FailureCode.TOO_MANY_PIXELS, f"image is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _decode_failure(label, exc) from exc
 
@@ -167,7 +172,7 @@ def _multiples_of_64_around(value: float) -> tuple[int, ...]:
 def _check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageRejected(
-            "too_many_pixels",
+            FailureCode.TOO_MANY_PIXELS,
             f"image is {width}x{height} ({width * height / 1e6:.1f} megapixels); "
             f"the limit is {max_pixels / 1e6:g} megapixels",
         )
@@ -209,10 +214,10 @@ def _sniff_format(data: bytes) -> str:
         if "<svg" in text:
             refused = "SVG"
         else:
-            raise ImageRejected("not_an_image", f"this is a text file, not an image: {_UPLOAD_HINT}")
+            raise ImageRejected(FailureCode.NOT_AN_IMAGE, f"this is a text file, not an image: {_UPLOAD_HINT}")
     if refused is None:
-        raise ImageRejected("not_an_image", f"the file is not a recognisable image: {_UPLOAD_HINT}")
-    raise ImageRejected("unsupported_format", f"{refused} is not supported: {_UPLOAD_HINT}")
+        raise ImageRejected(FailureCode.NOT_AN_IMAGE, f"the file is not a recognisable image: {_UPLOAD_HINT}")
+    raise ImageRejected(FailureCode.UNSUPPORTED_FORMAT, f"{refused} is not supported: {_UPLOAD_HINT}")
 
 
 def _refused_format_name(head: bytes) -> str | None:
@@ -298,8 +303,10 @@ def _jpeg_header_size(data: bytes) -> tuple[int, int] | None:
 def _decode_failure(label: str, exc: BaseException) -> ImageRejected:
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if "truncated" in reason.lower() or isinstance(exc, EOFError):
-        return ImageRejected("truncated", f"truncated {label}: the file ends before the image data is complete")
-    return ImageRejected("corrupt", f"corrupt {label}: {reason[:200]}")
+        return ImageRejected(
+            FailureCode.TRUNCATED, f"truncated {label}: the file ends before the image data is complete"
+        )
+    return ImageRejected(FailureCode.CORRUPT, f"corrupt {label}: {reason[:200]}")
 
 
 def _orientation(img: Image.Image) -> int:

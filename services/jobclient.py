@@ -13,9 +13,9 @@ from nats.aio.client import Client
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
 
+from contracts.keys import command_key, upload_key
 from contracts.messages import Event, JobSpec, JobSubmitted, parse_event
 from contracts.params import GenerationParams
-from contracts.refs import artifact_key
 from contracts.stages import Stage
 from contracts.subjects import EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
@@ -103,9 +103,7 @@ class JobClient:
     async def submit(self, image: bytes, params: GenerationParams, account: str, job_id: str | None = None) -> JobSpec:
         """Store the upload and publish JobSubmitted; the seed is fixed here so the job is reproducible."""
         job = JobSpec(job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed())
-        upload = await to_thread.run_sync(
-            self._store.put, artifact_key(job.job_id, "upload"), image, content_type_of(image)
-        )
+        upload = await to_thread.run_sync(self._store.put, upload_key(job.job_id), image, content_type_of(image))
         await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job
 
@@ -160,7 +158,6 @@ class JobClient:
             JobRejected,
             ReplayRequested,
         )
-        from contracts.subjects import command_key
 
         history = await self.history(job_id)
         terminal = history.terminal

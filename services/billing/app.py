@@ -1,16 +1,13 @@
 """Composition root of the billing service."""
 
-from typing import Annotated
-
 from faststream import FastStream
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, PullSub
 from faststream.nats.annotations import NatsMessage
 from nats.js.api import AckPolicy as JsAckPolicy
 from nats.js.api import ConsumerConfig, DeliverPolicy
-from pydantic import Field
 
-from contracts.messages import ImagePrepared, JobCancelled, JobCompleted, JobFailed, JobRejected
+from contracts.messages import ImagePrepared, TerminalEvent
 from contracts.stages import Stage
 from contracts.subjects import EVENTS_STREAM, TERMINAL_EVENTS_FILTER
 from infra.objectstore import ObjectStore
@@ -19,8 +16,6 @@ from services.billing.stage import BillingStage
 from services.bus.service import service_kit
 from services.config import Settings
 from services.objectstore import object_store_from
-
-TerminalEvent = Annotated[JobCompleted | JobFailed | JobCancelled | JobRejected, Field(discriminator="type")]
 
 
 def build_app(settings: Settings, *, ledger: Ledger | None = None, store: ObjectStore | None = None) -> FastStream:

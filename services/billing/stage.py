@@ -2,6 +2,7 @@
 
 import logging
 
+from contracts.failures import FailureCode
 from contracts.messages import (
     FramesReady,
     ImagePrepared,
@@ -44,7 +45,7 @@ class BillingStage:
         except UnknownAccountError:
             return JobRejected(
                 job=job,
-                code="unknown_account",
+                code=FailureCode.UNKNOWN_ACCOUNT,
                 reason=f"account {job.account!r} does not exist",
                 price=price,
                 balance=0,
@@ -53,7 +54,7 @@ class BillingStage:
         if not result.ok:
             return JobRejected(
                 job=job,
-                code="insufficient_points",
+                code=FailureCode.INSUFFICIENT_POINTS,
                 reason=(
                     f"this job costs {price} points but account {job.account!r} has {result.balance}; "
                     f"top up with `i2v accounts credit {job.account} N`"
@@ -71,7 +72,7 @@ class BillingStage:
         assert cmd.resume is not None
         kind = _RESUMABLE.get(cmd.resume)
         if kind is None or cmd.resume_command is None:
-            raise PermanentError("bad_replay", f"cannot resume at stage {cmd.resume}")
+            raise PermanentError(FailureCode.BAD_REPLAY, f"cannot resume at stage {cmd.resume}")
         stored = kind.model_validate_json(self._store.get(cmd.resume_command))
         return stored.model_copy(update={"job": cmd.job, "price": price})
 

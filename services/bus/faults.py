@@ -2,19 +2,13 @@
 
 from dataclasses import dataclass
 
+from contracts.failures import FailureCode
+
 
 class PermanentError(Exception):
     """Bad input or a broken reference: retrying cannot help. ``code`` is stable, the message is for people."""
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class TransientError(Exception):
-    """Infrastructure hiccup (store unreachable, timeout, out of GPU memory): retry later."""
-
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: FailureCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 
@@ -26,7 +20,7 @@ class JobCancelledError(Exception):
 @dataclass(frozen=True)
 class Fault:
     transient: bool
-    code: str
+    code: FailureCode
     message: str
 
 
@@ -42,23 +36,21 @@ def classify(exc: BaseException) -> Fault:
 
     if isinstance(exc, PermanentError):
         return Fault(False, exc.code, str(exc))
-    if isinstance(exc, TransientError):
-        return Fault(True, exc.code, str(exc))
     if isinstance(exc, ObjectStoreUnavailableError):
-        return Fault(True, "object_store_unavailable", str(exc))
+        return Fault(True, FailureCode.OBJECT_STORE_UNAVAILABLE, str(exc))
     if isinstance(exc, ObjectMissingError):
-        return Fault(False, "object_missing", str(exc))
+        return Fault(False, FailureCode.OBJECT_MISSING, str(exc))
     if isinstance(exc, ObjectIntegrityError):
-        return Fault(False, "object_integrity", str(exc))
+        return Fault(False, FailureCode.OBJECT_INTEGRITY, str(exc))
     if isinstance(exc, ValidationError):
-        return Fault(False, "schema_violation", _one_line(exc))
+        return Fault(False, FailureCode.SCHEMA_VIOLATION, _one_line(exc))
     if isinstance(exc, TimeoutError | ConnectionError):
-        return Fault(True, "timeout", _one_line(exc) or type(exc).__name__)
+        return Fault(True, FailureCode.TIMEOUT, _one_line(exc) or type(exc).__name__)
     if "out of memory" in str(exc).lower():
         # torch.OutOfMemoryError and its CUDA cousins: another replica or a later try may have room.
-        return Fault(True, "out_of_memory", _one_line(exc))
+        return Fault(True, FailureCode.OUT_OF_MEMORY, _one_line(exc))
     # Unknown errors are retried too (bounded): a bug fails the job after max_deliver tries, a fluke passes.
-    return Fault(True, "internal", f"{type(exc).__name__}: {_one_line(exc)}")
+    return Fault(True, FailureCode.INTERNAL, f"{type(exc).__name__}: {_one_line(exc)}")
 
 
 def _one_line(exc: BaseException) -> str:

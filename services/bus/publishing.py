@@ -7,10 +7,6 @@ from contracts.messages import (
     DeadLetter,
     FramesReady,
     ImagePrepared,
-    JobCancelled,
-    JobCompleted,
-    JobFailed,
-    JobRejected,
     JobSubmitted,
     LatentsReady,
     PointsReserved,
@@ -18,6 +14,7 @@ from contracts.messages import (
     StageFinished,
     StageProgress,
     StageStarted,
+    Terminal,
 )
 from contracts.stages import Stage
 from contracts.subjects import (
@@ -31,7 +28,6 @@ from contracts.subjects import (
 )
 
 Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
-Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
 StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
 
 # Which stage consumes each command: the flow of DESIGN.md.

@@ -17,6 +17,7 @@ import anyio.to_thread
 from faststream.nats import NatsBroker
 from faststream.nats.message import NatsMessage
 
+from contracts.keys import command_key
 from contracts.messages import (
     DeadLetter,
     JobCancelled,
@@ -25,14 +26,14 @@ from contracts.messages import (
     StageFinished,
     StageProgress,
     StageStarted,
+    Terminal,
 )
 from contracts.stages import Stage
-from contracts.subjects import command_key
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.cancellation import CancelRegistry
 from services.bus.faults import Fault, JobCancelledError, classify
-from services.bus.publishing import Command, StageEvent, Terminal, route
+from services.bus.publishing import Command, StageEvent, route
 from services.config import Settings
 
 log = logging.getLogger("i2v.runner")

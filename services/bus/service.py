@@ -20,6 +20,7 @@ from nats.js.api import ConsumerConfig
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
+from contracts.failures import FailureCode
 from contracts.messages import DeadLetter, JobFailed, JobSpec
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name, work_subject
@@ -145,9 +146,9 @@ class PoisonMiddleware(BaseMiddleware):
         body = msg.body if isinstance(msg.body, bytes) else str(msg.body).encode()
         try:
             document: object = json.loads(body)
-            code = "schema_violation"
+            code = FailureCode.SCHEMA_VIOLATION
         except ValueError:
-            document, code = None, "not_json"
+            document, code = None, FailureCode.NOT_JSON
         job = _salvage_job(document)
         reason = f"unreadable {stage} command: {_summarize(exc)}"
         log.error("%s: dead-lettering a message: %s", stage, reason)

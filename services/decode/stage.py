@@ -2,8 +2,9 @@
 
 import logging
 
+from contracts.failures import FailureCode
+from contracts.keys import artifact_key
 from contracts.messages import FramesReady, LatentsReady
-from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
@@ -27,7 +28,7 @@ class DecodeStage:
         try:
             return load_vae(model, device, dtype)
         except ModelNotFoundError as exc:
-            raise PermanentError("model_not_found", str(exc)) from exc
+            raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
 
     def warm_up(self, model: str) -> None:
         import pipeline.interpolate  # noqa: F401  (OpenCV's import is slow; pay it before the first job)
@@ -42,7 +43,7 @@ class DecodeStage:
         job = cmd.job
         failpoints.fault("decode", job.job_id)
         count = job.params.frame_count
-        key = artifact_key(job.job_id, f"g{job.generation}/frames.safetensors")
+        key = artifact_key(job.job_id, job.generation, "frames.safetensors")
         existing = self._store.head(key)
         if existing is None:
             # 1. Latents, verified against their reference.
@@ -57,7 +58,9 @@ class DecodeStage:
             # 3. Interpolate to exactly the frame count the user asked for.
             video = interpolate_to_count(frames, count)
             if video.shape[0] != count:
-                raise PermanentError("frame_count", f"interpolation made {video.shape[0]} frames, not {count}")
+                raise PermanentError(
+                    FailureCode.FRAME_COUNT, f"interpolation made {video.shape[0]} frames, not {count}"
+                )
             existing = self._store.put(key, frames_to_bytes(video), FRAMES_CONTENT_TYPE)
         else:
             log.info("job %s: frames already stored, reusing %s", job.job_id, key)

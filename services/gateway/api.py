@@ -13,15 +13,16 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from contracts.keys import job_prefix, upload_key
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points
-from contracts.refs import ObjectRef, artifact_key
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from infra.objectstore import ObjectMissingError
 from pipeline.image import content_type_of
 from services.billing.ledger import UnknownAccountError
 from services.gateway.auth import TOKEN_PREFIX, hash_api_key
-from services.gateway.errors import ApiError, ErrorResponse, not_found, validation_error
+from services.gateway.errors import ApiError, ErrorResponse, not_found, status_of, validation_error
 from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
@@ -251,7 +252,7 @@ async def submit_job(request: Request, account: CurrentAccount) -> JSONResponse:
         )
     try:
         ref: ObjectRef = await anyio.to_thread.run_sync(
-            gateway.store.put, artifact_key(spec.job_id, "upload"), image, content_type_of(image)
+            gateway.store.put, upload_key(spec.job_id), image, content_type_of(image)
         )
         gateway.uploaded(ref)
         await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)
@@ -371,7 +372,7 @@ async def delete_job(request: Request, job_id: str, account: CurrentAccount) -> 
     gateway = gateway_of(request)
 
     def remove() -> None:
-        gateway.store.delete_prefix(f"jobs/{job_id}/")
+        gateway.store.delete_prefix(job_prefix(job_id))
         gateway.index.mark_deleted(job_id)
         for ref in (view.video, view.poster):
             if ref is not None:
@@ -577,7 +578,7 @@ def _check_image(image: bytes, params: GenerationParams, max_bytes: int) -> None
     try:
         prepare_image(image, model_size=(256, 192), requested=size, max_bytes=max_bytes)
     except ImageRejected as exc:
-        status = {"too_large": 413, "not_an_image": 415, "unsupported_format": 415}.get(exc.code, 422)
+        status = status_of(exc.code)
         raise ApiError(status, exc.code, f"image: {exc.message}", field="image") from None
 
 

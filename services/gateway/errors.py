@@ -8,6 +8,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from contracts.failures import FailureCode
+
+STATUS_OF_FAILURE: dict[FailureCode, int] = {
+    FailureCode.TOO_LARGE: 413,
+    FailureCode.NOT_AN_IMAGE: 415,
+    FailureCode.UNSUPPORTED_FORMAT: 415,
+    FailureCode.INSUFFICIENT_POINTS: 402,
+}
+"""HTTP status for a failure the gateway reports itself; other upload failures are 422."""
+
+
+def status_of(code: FailureCode) -> int:
+    return STATUS_OF_FAILURE.get(code, 422)
+
 
 class ErrorBody(BaseModel):
     code: str

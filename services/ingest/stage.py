@@ -2,8 +2,9 @@
 
 from collections.abc import Callable
 
+from contracts.failures import FailureCode
+from contracts.keys import artifact_key
 from contracts.messages import ImagePrepared, JobSubmitted
-from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 
@@ -18,7 +19,7 @@ def model_size_from_checkpoint(model: str) -> tuple[int, int]:
     try:
         defaults = model_defaults(model)
     except ModelNotFoundError as exc:
-        raise PermanentError("model_not_found", str(exc)) from exc
+        raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
     return defaults.width, defaults.height
 
 
@@ -41,7 +42,7 @@ class IngestStage:
         requested = (params.resolution.width, params.resolution.height) if params.resolution else None
         if cmd.upload.size > self._max_bytes:
             raise PermanentError(
-                "too_large", f"upload is {cmd.upload.size} bytes; the limit is {self._max_bytes} bytes"
+                FailureCode.TOO_LARGE, f"upload is {cmd.upload.size} bytes; the limit is {self._max_bytes} bytes"
             )
         data = self._store.get(cmd.upload)
         try:
@@ -54,9 +55,7 @@ class IngestStage:
             )
         except ImageRejected as exc:
             raise PermanentError(exc.code, str(exc)) from exc
-        ref = self._store.put(
-            artifact_key(cmd.job.job_id, f"g{cmd.job.generation}/image.png"), prepared.png, "image/png"
-        )
+        ref = self._store.put(artifact_key(cmd.job.job_id, cmd.job.generation, "image.png"), prepared.png, "image/png")
         return ImagePrepared(
             job=cmd.job,
             image=ref,

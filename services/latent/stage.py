@@ -4,8 +4,9 @@ import io
 import logging
 from collections.abc import Callable
 
+from contracts.failures import FailureCode
+from contracts.keys import artifact_key
 from contracts.messages import LatentsReady, PointsReserved
-from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
@@ -33,7 +34,7 @@ class LatentStage:
         try:
             return load_pipeline(model, device, dtype)
         except ModelNotFoundError as exc:
-            raise PermanentError("model_not_found", str(exc)) from exc
+            raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
 
     def run(self, cmd: PointsReserved, progress: Progress) -> LatentsReady:
         from PIL import Image
@@ -46,7 +47,7 @@ class LatentStage:
         job = cmd.job
         params = job.params
         native_frames = model_defaults(params.model).native_frames
-        key = artifact_key(job.job_id, f"g{job.generation}/latents.safetensors")
+        key = artifact_key(job.job_id, job.generation, "latents.safetensors")
         # 1. Reuse: a redelivered command whose latents are already stored skips the denoise.
         existing = self._store.head(key)
         if existing is not None:

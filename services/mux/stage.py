@@ -1,7 +1,8 @@
 """The mux stage: frames in, MP4 and poster out, checked by decoding the result. No NATS here."""
 
+from contracts.failures import FailureCode
+from contracts.keys import artifact_key
 from contracts.messages import FramesReady, JobCompleted
-from contracts.refs import artifact_key
 from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
 from services.bus.runner import Progress
@@ -20,7 +21,7 @@ class MuxStage:
         frames = frames_from_bytes(self._store.get(cmd.frames))
         if frames.shape[0] != cmd.frame_count:
             raise PermanentError(
-                "frame_count",
+                FailureCode.FRAME_COUNT,
                 f"frames object holds {frames.shape[0]} frames; the command says {cmd.frame_count}",
             )
         video = encode_mp4(frames, fps)
@@ -28,14 +29,13 @@ class MuxStage:
         # Deliver exactly what was asked: a video that decodes to another count or rate is a bug, not a result.
         if info.frame_count != cmd.frame_count or info.fps != fps:
             raise PermanentError(
-                "mux_mismatch",
+                FailureCode.MUX_MISMATCH,
                 f"encoded {info.frame_count} frames at {info.fps} fps; asked {cmd.frame_count} at {fps}",
             )
         progress(1, 2)
-        prefix = f"g{job.generation}"
-        video_ref = self._store.put(artifact_key(job.job_id, f"{prefix}/video.mp4"), video, "video/mp4")
+        video_ref = self._store.put(artifact_key(job.job_id, job.generation, "video.mp4"), video, "video/mp4")
         poster_ref = self._store.put(
-            artifact_key(job.job_id, f"{prefix}/poster.jpg"), make_poster(frames[0]), "image/jpeg"
+            artifact_key(job.job_id, job.generation, "poster.jpg"), make_poster(frames[0]), "image/jpeg"
         )
         progress(2, 2)
         return JobCompleted(

@@ -1,5 +1,7 @@
 """Contracts: validation names the bad field, messages round-trip, ids are deterministic."""
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -16,6 +18,8 @@ from contracts import (
     parse_event,
     price_points,
 )
+from contracts.failures import FailureCode
+from contracts.messages import TERMINAL_TYPES, JobFailed, is_terminal
 from contracts.subjects import msg_id, work_subject
 from services.bus.publishing import route
 
@@ -102,9 +106,29 @@ def test_routes_and_message_ids_are_deterministic() -> None:
     where = route(JobSubmitted(job=job, upload=REF))
     assert where.subject == work_subject(Stage.INGEST) == "i2v.work.ingest"
     assert where.msg_id == msg_id("j123456", "to-ingest", 2) == route(JobSubmitted(job=job, upload=REF)).msg_id
-    assert artifact_key("j123456", "g2/video.mp4") == "jobs/j123456/g2/video.mp4"
+    assert artifact_key("j123456", 2, "video.mp4") == "jobs/j123456/g2/video.mp4"
 
 
 def test_object_ref_requires_a_sha256() -> None:
     with pytest.raises(ValidationError, match="sha256"):
         ObjectRef(bucket="i2v", key="k", size=1, sha256="nothex", content_type="x/y")
+
+
+@pytest.mark.parametrize(
+    "key", ["../etc/passwd", "jobs/j1/../../x", "/jobs/j1/upload", "jobs//j1", "jobs/./x", "a\\b", "a\nb"]
+)
+def test_object_ref_refuses_keys_that_escape_or_hide(key: str) -> None:
+    with pytest.raises(ValidationError, match="object key"):
+        ObjectRef(bucket="i2v", key=key, size=1, sha256="0" * 64, content_type="image/png")
+
+
+def test_failure_codes_on_the_wire_are_plain_strings() -> None:
+    failed = JobFailed(
+        job=JobSpec(job_id="j123456", account="a", params=GenerationParams(seed=1)),
+        stage=Stage.MUX,
+        code=FailureCode.MUX_MISMATCH,
+        reason="r",
+    )
+    assert json.loads(failed.model_dump_json())["code"] == "mux_mismatch"
+    assert parse_event(failed.model_dump_json().encode()) == failed
+    assert is_terminal(failed) and "JobFailed" in TERMINAL_TYPES

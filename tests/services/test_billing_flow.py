@@ -11,6 +11,7 @@ from faststream import FastStream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from contracts.keys import artifact_key
 from contracts.messages import (
     ImagePrepared,
     JobFailed,
@@ -18,17 +19,18 @@ from contracts.messages import (
     JobSpec,
     PointsReserved,
     StageFinished,
+    Terminal,
 )
 from contracts.params import GenerationParams
 from contracts.pricing import price_points
-from contracts.refs import ObjectRef, artifact_key
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name, job_events_filter, work_subject
 from infra.nats_server import NatsServer
 from infra.objectstore import MemoryObjectStore
 from services.billing.app import build_app
 from services.billing.ledger import SqlLedger, open_ledger
-from services.bus.publishing import Command, Terminal, route
+from services.bus.publishing import Command, route
 from tests.services.bus_helpers import Tail, consumer_drained, has, settings_for
 from tests.services.job_messages import completed
 
@@ -59,7 +61,7 @@ async def billing(nats_server: NatsServer, ledger: SqlLedger, js: JetStreamConte
 def image_prepared(job_id: str, account: str) -> ImagePrepared:
     job = JobSpec(job_id=job_id, account=account, params=GenerationParams(duration=DURATION, fps=FPS, seed=3))
     image = ObjectRef(
-        bucket="i2v", key=artifact_key(job_id, "g0/image.png"), size=1, sha256="0" * 64, content_type="image/png"
+        bucket="i2v", key=artifact_key(job_id, 0, "image.png"), size=1, sha256="0" * 64, content_type="image/png"
     )
     return ImagePrepared(job=job, image=image, width=128, height=64, source_width=128, source_height=64)
 

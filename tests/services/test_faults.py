@@ -4,9 +4,10 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from contracts.failures import FailureCode
 from contracts.messages import JobSubmitted
 from infra.objectstore import ObjectIntegrityError, ObjectMissingError, ObjectStoreUnavailableError
-from services.bus.faults import PermanentError, TransientError, classify
+from services.bus.faults import PermanentError, classify
 
 
 def _schema_error() -> ValidationError:
@@ -24,9 +25,8 @@ def _schema_error() -> ValidationError:
         (TimeoutError("publish timed out"), True, "timeout"),
         (ConnectionResetError("reset by peer"), True, "timeout"),
         (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), True, "out_of_memory"),
-        (TransientError("busy", "try later"), True, "busy"),
         (RuntimeError("something nobody expected"), True, "internal"),
-        (PermanentError("unsupported_format", "GIF is not supported"), False, "unsupported_format"),
+        (PermanentError(FailureCode.UNSUPPORTED_FORMAT, "GIF is not supported"), False, "unsupported_format"),
         (ObjectMissingError("jobs/j1/upload"), False, "object_missing"),
         (ObjectIntegrityError("jobs/j1/upload", "a" * 64, "b" * 64), False, "object_integrity"),
         (_schema_error(), False, "schema_violation"),

@@ -6,9 +6,9 @@ import contextlib
 import pytest
 from nats.js import JetStreamContext
 
+from contracts.keys import upload_key
 from contracts.messages import ImagePrepared, JobFailed, JobSpec, JobSubmitted
 from contracts.params import GenerationParams
-from contracts.refs import artifact_key
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, WORK_STREAM, durable_name, work_subject
 from infra.nats_server import NatsServer
@@ -42,7 +42,7 @@ async def test_the_bad_image_corpus_through_the_ingest_service(
         jobs: dict[str, str] = {}
         for i, (case, (data, _code)) in enumerate(sorted(corpus.items())):
             job = JobSpec(job_id=f"jcorpus{i:03d}", account="local", params=GenerationParams(seed=i))
-            upload = object_store.put(artifact_key(job.job_id, "upload"), data, content_type_of(data))
+            upload = object_store.put(upload_key(job.job_id), data, content_type_of(data))
             command = JobSubmitted(job=job, upload=upload)
             where = route(command)
             await js.publish(where.subject, command.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})

@@ -14,6 +14,8 @@ from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
+from contracts.failures import FailureCode
+from contracts.keys import upload_key
 from contracts.messages import (
     DeadLetter,
     Event,
@@ -27,11 +29,11 @@ from contracts.messages import (
     parse_event,
 )
 from contracts.params import GenerationParams
-from contracts.refs import ObjectRef, artifact_key
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, job_events_filter, work_subject
 from infra.nats_server import NatsServer
-from services.bus.faults import PermanentError, TransientError
+from services.bus.faults import PermanentError
 from services.bus.publishing import route
 from services.bus.runner import Progress, delivery_count
 from services.bus.service import service_kit
@@ -62,9 +64,7 @@ def spec(job_id: str) -> JobSpec:
 
 
 def submitted(job_id: str) -> JobSubmitted:
-    upload = ObjectRef(
-        bucket="i2v", key=artifact_key(job_id, "upload"), size=1, sha256="0" * 64, content_type="image/png"
-    )
+    upload = ObjectRef(bucket="i2v", key=upload_key(job_id), size=1, sha256="0" * 64, content_type="image/png")
     return JobSubmitted(job=spec(job_id), upload=upload)
 
 
@@ -122,7 +122,7 @@ def succeed(_attempt: int, progress: Progress) -> None:
 def transient_until(good_attempt: int) -> Behaviour:
     def behaviour(attempt: int, progress: Progress) -> None:
         if attempt < good_attempt:
-            raise TransientError("probe_flake", f"flaky on attempt {attempt}")
+            raise TimeoutError(f"flaky on attempt {attempt}")
         succeed(attempt, progress)
 
     return behaviour
@@ -190,11 +190,11 @@ async def test_a_fault_that_never_clears_is_dead_lettered_after_max_deliver(
 
     assert probe.calls == [("job-doomed-1", 1), ("job-doomed-1", 2), ("job-doomed-1", 3)]
     [letter] = [DeadLetter.model_validate_json(m.data) for m in dlq.messages]
-    assert (letter.stage, letter.attempts, letter.code, letter.job_id) == (STAGE, 3, "probe_flake", "job-doomed-1")
+    assert (letter.stage, letter.attempts, letter.code, letter.job_id) == (STAGE, 3, "timeout", "job-doomed-1")
     assert "flaky on attempt 3" in letter.error
     assert JobSubmitted.model_validate_json(letter.body) == cmd  # kept whole for replay
     [failed] = [e for e in events.events() if isinstance(e, JobFailed)]
-    assert (failed.stage, failed.code, failed.job.job_id) == (STAGE, "probe_flake", "job-doomed-1")
+    assert (failed.stage, failed.code, failed.job.job_id) == (STAGE, "timeout", "job-doomed-1")
     assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1, 2, 3]
     assert not any(isinstance(e, StageFinished) for e in events.events())
     assert (await js.stream_info(WORK_STREAM)).state.messages == 0
@@ -204,7 +204,7 @@ async def test_a_permanent_failure_fails_the_job_at_once_without_a_dead_letter(
     js: JetStreamContext, nats_server: NatsServer
 ) -> None:
     def refuse(_attempt: int, _progress: Progress) -> None:
-        raise PermanentError("bad_input", "the upload is a spreadsheet")
+        raise PermanentError(FailureCode.UNSUPPORTED_FORMAT, "the upload is a spreadsheet")
 
     probe = Probe(refuse)
     cmd = submitted("job-bad-1")
@@ -217,7 +217,7 @@ async def test_a_permanent_failure_fails_the_job_at_once_without_a_dead_letter(
 
     assert probe.calls == [("job-bad-1", 1)]
     [failed] = [e for e in events.events() if isinstance(e, JobFailed)]
-    assert (failed.stage, failed.code, failed.reason) == (STAGE, "bad_input", "the upload is a spreadsheet")
+    assert (failed.stage, failed.code, failed.reason) == (STAGE, "unsupported_format", "the upload is a spreadsheet")
     assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1]
     assert (await js.stream_info(DLQ_STREAM)).state.messages == 0
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from contracts.keys import artifact_key
 from contracts.messages import FramesReady, JobSpec, PointsReserved
 from contracts.params import GenerationParams
-from contracts.refs import artifact_key
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name, work_subject
 from infra.nats_server import NatsServer
@@ -42,7 +42,7 @@ async def test_latent_then_decode_over_the_bus_equals_the_one_process_pipeline(
     params = GenerationParams(duration=1, fps=TINY_NATIVE_FRAMES, steps=3, seed=4242, augmentation_level=0.02)
     prepared = prepare_image(HARBOR.read_bytes(), model_size=TINY_DEFAULT_RESOLUTION)
     job = JobSpec(job_id="jfaithful1", account="local", params=params)
-    image_ref = object_store.put(artifact_key(job.job_id, "g0/image.png"), prepared.png, "image/png")
+    image_ref = object_store.put(artifact_key(job.job_id, 0, "image.png"), prepared.png, "image/png")
     command = PointsReserved(job=job, image=image_ref, width=prepared.width, height=prepared.height, price=12)
 
     latent, decode = build_latent(settings), build_decode(settings)
@@ -66,7 +66,7 @@ async def test_latent_then_decode_over_the_bus_equals_the_one_process_pipeline(
 
     frames = frames_from_bytes(object_store.get(ready.frames))
     stored_latents, _ = latents_from_bytes(
-        object_store.get(object_store.head(artifact_key(job.job_id, "g0/latents.safetensors")))  # type: ignore[arg-type]
+        object_store.get(object_store.head(artifact_key(job.job_id, 0, "latents.safetensors")))  # type: ignore[arg-type]
     )
 
     pipe = build_tiny_svd()

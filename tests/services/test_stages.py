@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from contracts.failures import FailureCode
+from contracts.keys import artifact_key, upload_key
 from contracts.messages import (
     FramesReady,
     ImagePrepared,
@@ -23,7 +25,7 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points
-from contracts.refs import ObjectRef, artifact_key
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from infra.objectstore import MemoryObjectStore, ObjectStoreUnavailableError
 from pipeline.image import fit_resolution
@@ -82,7 +84,7 @@ def png_of(pixels: np.ndarray) -> bytes:
 
 def tiny_size(model: str) -> tuple[int, int]:
     if model != "tiny":
-        raise PermanentError("model_not_found", f"no model {model!r} in this test")
+        raise PermanentError(FailureCode.MODEL_NOT_FOUND, f"no model {model!r} in this test")
     return TINY_DEFAULT_RESOLUTION
 
 
@@ -92,7 +94,7 @@ def ingest(store: MemoryObjectStore, *, max_bytes: int = MAX_BYTES) -> IngestSta
 
 def submitted(store: MemoryObjectStore, data: bytes, job: JobSpec | None = None) -> JobSubmitted:
     job = job or spec()
-    upload = store.put(artifact_key(job.job_id, "upload"), data, "application/octet-stream")
+    upload = store.put(upload_key(job.job_id), data, "application/octet-stream")
     return JobSubmitted(job=job, upload=upload)
 
 
@@ -106,7 +108,7 @@ def test_ingest_stores_the_image_as_png_at_the_fitted_size(fmt: str) -> None:
     assert isinstance(prepared, ImagePrepared)
     assert (prepared.source_width, prepared.source_height) == (160, 90)
     assert (prepared.width, prepared.height) == fit_resolution(160, 90, TINY_DEFAULT_RESOLUTION, None)
-    assert prepared.image.key == artifact_key(cmd.job.job_id, "g0/image.png")
+    assert prepared.image.key == artifact_key(cmd.job.job_id, 0, "image.png")
     stored = Image.open(io.BytesIO(store.get(prepared.image)))  # get() verifies size and sha256
     assert (stored.format, stored.size, stored.mode) == ("PNG", (prepared.width, prepared.height), "RGB")
 
@@ -180,7 +182,7 @@ def ledger(tmp_path: Path) -> SqlLedger:
 
 def prepared_for(job: JobSpec) -> ImagePrepared:
     image = ObjectRef(
-        bucket="i2v", key=artifact_key(job.job_id, "g0/image.png"), size=1, sha256="0" * 64, content_type="image/png"
+        bucket="i2v", key=artifact_key(job.job_id, 0, "image.png"), size=1, sha256="0" * 64, content_type="image/png"
     )
     return ImagePrepared(job=job, image=image, width=WIDTH, height=HEIGHT, source_width=WIDTH, source_height=HEIGHT)
 
@@ -273,7 +275,7 @@ def test_billing_does_not_capture_after_a_refund(ledger: SqlLedger) -> None:
 
 def reserved_for(store: MemoryObjectStore, job: JobSpec) -> PointsReserved:
     pixels = np.random.default_rng(3).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
-    image = store.put(artifact_key(job.job_id, "g0/image.png"), png_of(pixels), "image/png")
+    image = store.put(artifact_key(job.job_id, 0, "image.png"), png_of(pixels), "image/png")
     return PointsReserved(job=job, image=image, width=WIDTH, height=HEIGHT, price=price_points(DURATION, FPS))
 
 
@@ -309,7 +311,7 @@ def test_latent_stores_latents_and_reports_every_step(
 
     assert progress == [(1, 2), (2, 2)]
     assert checks == 2  # cancellation is looked at once per step
-    assert ready.latents.key == artifact_key("job-stage-1", "g0/latents.safetensors")
+    assert ready.latents.key == artifact_key("job-stage-1", 0, "latents.safetensors")
     assert ready.native_frames == TINY_NATIVE_FRAMES
     assert (ready.width, ready.height, ready.price) == (WIDTH, HEIGHT, price_points(DURATION, FPS))
     latents, meta = latents_from_bytes(store.get(ready.latents))
@@ -344,7 +346,7 @@ def test_latent_stops_within_one_step_of_a_cancel() -> None:
 
     assert watch.progress == [(1, 5), (2, 5)]
     assert watch.checks == 3  # the third step's check saw the cancel; steps 4 and 5 never ran
-    assert store.head(artifact_key(job.job_id, "g0/latents.safetensors")) is None
+    assert store.head(artifact_key(job.job_id, 0, "latents.safetensors")) is None
 
 
 def test_decode_delivers_exactly_duration_times_fps_frames(
@@ -371,7 +373,7 @@ def test_decode_delivers_exactly_duration_times_fps_frames(
 def frames_ready_for(store: MemoryObjectStore, frames: np.ndarray, frame_count: int) -> FramesReady:
     job = spec("job-mux-1")
     ref = store.put(
-        artifact_key(job.job_id, "g0/frames.safetensors"), frames_to_bytes(frames), "application/x-safetensors"
+        artifact_key(job.job_id, 0, "frames.safetensors"), frames_to_bytes(frames), "application/x-safetensors"
     )
     return FramesReady(
         job=job,
@@ -443,7 +445,7 @@ def run_each_stage(store: MemoryObjectStore) -> list[Callable[[], object]]:
     job = spec("job-down-1")
     ref = ObjectRef(
         bucket=store.bucket,
-        key=artifact_key(job.job_id, "x"),
+        key=artifact_key(job.job_id, 0, "x"),
         size=1,
         sha256="0" * 64,
         content_type="application/octet-stream",

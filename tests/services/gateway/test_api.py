@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
+from contracts.keys import artifact_key, command_key, upload_key
 from contracts.messages import (
     CancelRequested,
     ImagePrepared,
@@ -22,9 +23,8 @@ from contracts.messages import (
     StageStarted,
 )
 from contracts.params import GenerationParams
-from contracts.refs import artifact_key
 from contracts.stages import Stage
-from contracts.subjects import EVENTS_STREAM, command_key, durable_name, job_events_filter, work_subject
+from contracts.subjects import EVENTS_STREAM, durable_name, job_events_filter, work_subject
 from tests.services.gateway.conftest import RunningGateway
 
 
@@ -56,8 +56,8 @@ async def wait_status(client: httpx.AsyncClient, job_id: str, status: str) -> di
 async def complete(gateway: RunningGateway, job: dict[str, Any], account: str, video: bytes) -> None:
     """Publish a whole successful history for ``job`` with ``video`` as its MP4."""
     spec = spec_of(job, account)
-    video_ref = gateway.store.put(artifact_key(spec.job_id, "video.mp4"), video, "video/mp4")
-    poster_ref = gateway.store.put(artifact_key(spec.job_id, "poster.png"), picture(), "image/png")
+    video_ref = gateway.store.put(artifact_key(spec.job_id, 0, "video.mp4"), video, "video/mp4")
+    poster_ref = gateway.store.put(artifact_key(spec.job_id, 0, "poster.png"), picture(), "image/png")
     for stage in Stage:
         await gateway.publish(StageStarted(job_id=spec.job_id, stage=stage))
         await gateway.publish(StageFinished(job_id=spec.job_id, stage=stage, seconds=0.5))
@@ -144,7 +144,7 @@ async def test_submit_multipart_and_json_then_list_newest_first(gateway: Running
             "poster": f"/v1/jobs/{job['id']}/poster",
         }
         assert first.headers["location"] == job["links"]["self"]
-        assert gateway.store.head(artifact_key(job["id"], "upload")) is not None
+        assert gateway.store.head(upload_key(job["id"])) is not None
 
         second = await client.post(
             "/v1/jobs",
@@ -423,8 +423,8 @@ async def test_delete_removes_the_files_and_keeps_the_ledger(gateway: RunningGat
         entries_before = gateway.ledger.entries(name)
 
         assert (await client.delete(f"/v1/jobs/{job['id']}")).status_code == 204
-        assert gateway.store.head(artifact_key(job["id"], "video.mp4")) is None
-        assert gateway.store.head(artifact_key(job["id"], "upload")) is None
+        assert gateway.store.head(artifact_key(job["id"], 0, "video.mp4")) is None
+        assert gateway.store.head(upload_key(job["id"])) is None
         gone = await client.get(f"/v1/jobs/{job['id']}/video")
         assert gone.status_code == 410
         assert (await client.get(f"/v1/jobs/{job['id']}")).json()["deleted"] is True
@@ -457,7 +457,7 @@ async def test_replay_resumes_a_failed_job_at_its_stage_through_billing(gateway:
 
         # The job got as far as latent and failed there: billing's and latent's commands are stored.
         spec = JobSpec(job_id=job["id"], account=name, params=GenerationParams(seed=5, duration=2))
-        image = gateway.store.put(artifact_key(job["id"], "g0/image.png"), picture("PNG"), "image/png")
+        image = gateway.store.put(artifact_key(job["id"], 0, "image.png"), picture("PNG"), "image/png")
         prepared = ImagePrepared(job=spec, image=image, width=256, height=192, source_width=256, source_height=192)
         reserved = PointsReserved(job=spec, image=image, width=256, height=192, price=16)
         gateway.store.put(
