@@ -14,6 +14,10 @@ def decode_latents(
     layers see one chunk, so the chunk size is part of what the output is; use the pipeline's
     ``decode_chunk_size`` to compare), then map [-1, 1] to [0, 1]. Memory grows with the chunk, not the video.
     """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     if latents.ndim != 5 or latents.shape[0] != 1:
         raise ValueError(f"latents must have shape (1, frames, channels, h, w), got {tuple(latents.shape)}")
     if latents.shape[1] != num_frames:
@@ -22,10 +26,6 @@ def decode_latents(
         raise ValueError(
             f"latents have {latents.shape[2]} channels but the VAE expects {vae.config['latent_channels']}"
         )
-    if num_frames < 1:
-        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
     # 1. Cast before unscaling, as diffusers does, so half-precision runs round the same way.
     scale = 1 / vae.config["scaling_factor"]

@@ -56,11 +56,7 @@ class DecodeStage:
             )
             progress(1, 2)
             # 3. Interpolate to exactly the frame count the user asked for.
-            video = interpolate_to_count(frames, count)
-            if video.shape[0] != count:
-                raise PermanentError(
-                    FailureCode.FRAME_COUNT, f"interpolation made {video.shape[0]} frames, not {count}"
-                )
+            video = interpolate_to_count(frames, count)  # exactly ``count`` frames, or it raises
             existing = self._store.put(key, frames_to_bytes(video), FRAMES_CONTENT_TYPE)
         else:
             log.info("job %s: frames already stored, reusing %s", job.job_id, key)

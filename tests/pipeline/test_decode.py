@@ -94,6 +94,9 @@ def test_half_precision_vae_matches_diffusers(pipe: StableVideoDiffusionPipeline
         ((1, FRAMES, 4, 8, 16), FRAMES + 1, 1, f"hold {FRAMES} frames but num_frames is {FRAMES + 1}"),
         ((1, FRAMES, 8, 8, 16), FRAMES, 1, "8 channels but the VAE expects 4"),
         ((1, FRAMES, 4, 8, 16), FRAMES, 0, "chunk_size must be >= 1, got 0"),
+        # The frame count is checked before it is used to check the latents' shape.
+        ((1, FRAMES, 4, 8, 16), 0, 1, "num_frames must be >= 1, got 0"),
+        ((1, 0, 4, 8, 16), 0, 1, "num_frames must be >= 1, got 0"),
     ],
 )
 def test_bad_latents_are_named(
