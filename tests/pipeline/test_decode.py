@@ -54,6 +54,7 @@ def diffusers_frames(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image,
     return video
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("chunk_size", [FRAMES, 2, 1])
 def test_split_equals_diffusers_in_one_call(
     pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image, latents: torch.Tensor, chunk_size: int
@@ -74,6 +75,7 @@ def test_chunk_size_is_part_of_the_output(pipe: StableVideoDiffusionPipeline, la
     assert whole.min() >= 0.0 and whole.max() <= 1.0 and whole.std() > 0.01
 
 
+@pytest.mark.slow
 def test_half_precision_vae_matches_diffusers(pipe: StableVideoDiffusionPipeline, latents: torch.Tensor) -> None:
     # CPU has no fast float16; bfloat16 takes the same cast-then-decode path that float16 takes on CUDA.
     half = copy.deepcopy(pipe)

@@ -66,6 +66,7 @@ def test_fps_conditioning_rejects_nonsense(native_frames: int, duration_s: int, 
 # --- generate_latents -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_latents_equal_the_diffusers_pipeline(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image) -> None:
     ours = generate_latents(pipe, image, **params())
     theirs = diffusers_reference(pipe, image, params(), output_type="latent")

@@ -28,7 +28,7 @@ from services.decode.app import build_app as build_decode
 from services.latent.app import build_app as build_latent
 from tests.server_settings import settings_for_servers
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 HARBOR = Path(__file__).resolve().parents[2] / "examples" / "harbor.png"
 
