@@ -46,13 +46,24 @@ class ApiKeyInUseError(LedgerError):
 
 @dataclass(frozen=True)
 class ReserveResult:
-    """Outcome of a reserve. ``balance`` is the account's balance after the call; ``price`` the points
-    held by the reservation (on ``already`` the first call's points, whatever this call asked for)."""
+    """Outcome of a reserve: ``state`` is the reservation's state after the call. ``balance`` is the
+    account's balance after the call; ``price`` the points held by the reservation (on ``already`` the
+    first call's points, whatever this call asked for)."""
 
-    ok: bool
+    state: ReservationState
     balance: int
     price: int
     already: bool
+
+    @property
+    def ok(self) -> bool:
+        """The points are held and the job may run."""
+        return self.state == "reserved"
+
+    @property
+    def settled(self) -> bool:
+        """The generation already ended (captured or refunded): it must never run or reserve again."""
+        return self.state in ("captured", "refunded")
 
 
 @dataclass(frozen=True)
@@ -346,9 +357,11 @@ class SqlLedger:
     def reserve(self, job_id: str, generation: int, account: str, points: int) -> ReserveResult:
         """Hold ``points`` of ``account`` for one job generation, debiting them now.
 
-        Idempotent on (job_id, generation): a repeat returns the first outcome with ``already=True``
-        and never debits twice. Too few points: ``ok=False``, nothing is debited, and the refusal is
-        remembered for that generation (a later generation, after a credit, may succeed).
+        Idempotent on (job_id, generation): a repeat returns the reservation's state with
+        ``already=True`` and never debits twice; once captured or refunded the generation is
+        ``settled`` for good (a refund is final: a replay is a new generation). Too few points:
+        state ``rejected``, nothing is debited, and the refusal is remembered for that generation
+        (a later generation, after a credit, may succeed).
         """
         if points <= 0:
             raise ValueError(f"reserve must be > 0 points, got {points}")
@@ -382,13 +395,13 @@ class SqlLedger:
                     (job_id, generation),
                 )
                 balance = self._balance(tx, account)
-                return ReserveResult(ok=False, balance=balance, price=points, already=False)
+                return ReserveResult(state="rejected", balance=balance, price=points, already=False)
             _journal(tx, account, "reserve", -points, job=(job_id, generation))
-            return ReserveResult(ok=True, balance=int(debited[0]), price=points, already=False)
+            return ReserveResult(state="reserved", balance=int(debited[0]), price=points, already=False)
 
     def _already(self, tx: _Tx, existing: Reservation) -> ReserveResult:
         balance = self._balance(tx, existing.account)
-        return ReserveResult(ok=existing.state != "rejected", balance=balance, price=existing.points, already=True)
+        return ReserveResult(state=existing.state, balance=balance, price=existing.points, already=True)
 
     def capture(self, job_id: str, generation: int) -> bool:
         """Settle a reservation as spent. True if it is captured (now or before); False if it was

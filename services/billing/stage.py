@@ -36,8 +36,12 @@ class BillingStage:
         self._ledger = ledger
         self._store = store
 
-    def reserve(self, cmd: ImagePrepared) -> ResumeCommand | JobRejected:
-        """Reserve the job's price; idempotent per (job, generation), so a redelivery never charges twice."""
+    def reserve(self, cmd: ImagePrepared) -> ResumeCommand | JobRejected | None:
+        """Reserve the job's price; idempotent per (job, generation), so a redelivery never charges twice.
+
+        None: the generation already ended and was settled (captured or refunded); its terminal event
+        is on the bus, so nothing is forwarded. Only a replay, a new generation, runs the job again.
+        """
         job = cmd.job
         price = price_points(job.params.duration, job.params.fps)
         try:
@@ -51,6 +55,11 @@ class BillingStage:
                 balance=0,
             )
         failpoints.hit("billing.after_reserve")  # crash tests: debited, nothing published yet
+        if result.settled:
+            # Settling follows the terminal event, so that event exists: republishing anything would
+            # run a refunded generation for free or end it twice.
+            log.info("job %s g%d already ended (%s); not forwarded", job.job_id, job.generation, result.state)
+            return None
         if not result.ok:
             return JobRejected(
                 job=job,

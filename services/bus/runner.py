@@ -40,7 +40,8 @@ log = logging.getLogger("i2v.runner")
 
 Progress = Callable[[int, int], None]
 """Called from the worker thread as ``progress(step, total)``; thread-safe."""
-Work = Callable[[Progress], Command | Terminal]
+Work = Callable[[Progress], Command | Terminal | None]
+"""Returns the next message; None when the generation already ended and nothing is to be forwarded."""
 
 
 class Publisher(Protocol):
@@ -130,7 +131,8 @@ class StageRunner:
         )
         # Publish before ack: a crash in between redelivers, the stage reuses its stored output and
         # the republish is dropped by Nats-Msg-Id. The reverse order could lose the job.
-        await self._publisher.publish(result)
+        if result is not None:
+            await self._publisher.publish(result)
         failpoints.hit(f"{self.stage}.before_ack")
         await msg.ack()
 

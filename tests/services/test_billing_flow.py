@@ -20,12 +20,13 @@ from contracts.messages import (
     PointsReserved,
     StageFinished,
     Terminal,
+    is_terminal,
 )
 from contracts.params import GenerationParams
 from contracts.pricing import price_points
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
-from contracts.subjects import WORK_STREAM, durable_name, job_events_filter, work_subject
+from contracts.subjects import EVENTS_STREAM, WORK_STREAM, durable_name, job_events_filter, work_subject
 from infra.nats_server import NatsServer
 from infra.objectstore import MemoryObjectStore
 from services.billing.app import build_app
@@ -182,3 +183,61 @@ async def test_fifty_simultaneous_jobs_against_points_for_ten_reserve_exactly_te
     assert {r.job.job_id for r in reserved}.isdisjoint({r.job.job_id for r in rejected})
     assert books.balance("crowd") == 0
     assert books.reconcile() == []
+
+
+async def test_a_refunded_generation_is_not_run_again_by_a_late_redelivery(
+    js: JetStreamContext, nats_server: NatsServer, ledger_target: str
+) -> None:
+    """The command comes back after its refund and after the dedup window: billing forwards nothing and
+    ends nothing twice; the replay's generation reserves afresh."""
+    books = open_ledger(ledger_target)
+    books.create_account("rich", 3 * PRICE)
+    app = build_app(settings_for(nats_server), ledger=books, store=MemoryObjectStore())
+    cmd = image_prepared("job-refunded", "rich")
+    terminals = await Tail.open(js, job_events_filter(cmd.job.job_id))
+    latent = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM)
+    await app.start()
+    # The real window is an hour; what matters is outliving it. (After start: the app declares streams.)
+    await _shorten_dedup_window(js, DEDUP_WINDOW_S)
+    try:
+        await publish(js, cmd)
+        [first] = await latent.fetch(1, timeout=10)
+        await first.ack()
+        await publish(js, JobFailed(job=cmd.job, stage=Stage.LATENT, code="internal", reason="denoise crashed"))
+        await until(lambda: _state(books, cmd, 0) == "refunded", "the refund")
+
+        await asyncio.sleep(2 * DEDUP_WINDOW_S)
+        await publish(js, cmd)
+        await consumer_drained(js, Stage.BILLING)
+        with contextlib.suppress(TimeoutError):
+            late = await latent.fetch(1, timeout=1)
+            raise AssertionError(f"a refunded generation went to latent again: {late[0].data[:200]!r}")
+        assert books.balance("rich") == 3 * PRICE
+
+        replay = cmd.model_copy(update={"job": cmd.job.model_copy(update={"generation": 1})})
+        await publish(js, replay)
+        [again] = await latent.fetch(1, timeout=10)
+        await again.ack()
+    finally:
+        await app.stop()
+
+    assert PointsReserved.model_validate_json(again.data).job.generation == 1
+    assert books.balance("rich") == 2 * PRICE
+    await terminals.quiet(0.5)
+    assert [type(e) for e in terminals.events() if is_terminal(e)] == [JobFailed]  # ended once
+    assert books.reconcile() == []
+
+
+DEDUP_WINDOW_S = 0.5
+
+
+async def _shorten_dedup_window(js: JetStreamContext, seconds: float) -> None:
+    for stream in (WORK_STREAM, EVENTS_STREAM):
+        config = (await js.stream_info(stream)).config
+        config.duplicate_window = seconds
+        await js.update_stream(config)
+
+
+def _state(books: SqlLedger, cmd: ImagePrepared, generation: int) -> str | None:
+    reservation = books.reservation(cmd.job.job_id, generation)
+    return None if reservation is None else reservation.state

@@ -167,7 +167,7 @@ def test_reserve_then_capture(ledger: SqlLedger) -> None:
     ledger.create_account("alice", 100)
 
     assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
-        ok=True, balance=100 - PRICE, price=PRICE, already=False
+        state="reserved", balance=100 - PRICE, price=PRICE, already=False
     )
     assert ledger.reservation("job-1", 0) == Reservation("job-1", 0, "alice", PRICE, "reserved")
     assert ledger.capture("job-1", 0) is True
@@ -209,22 +209,42 @@ def test_redelivered_reserve_debits_once(ledger: SqlLedger) -> None:
     # A redelivery carrying another price still gets the first outcome.
     again = ledger.reserve("job-1", 0, "alice", PRICE + 4)
 
-    assert first == ReserveResult(ok=True, balance=100 - PRICE, price=PRICE, already=False)
-    assert again == ReserveResult(ok=True, balance=100 - PRICE, price=PRICE, already=True)
+    assert first == ReserveResult(state="reserved", balance=100 - PRICE, price=PRICE, already=False)
+    assert again == ReserveResult(state="reserved", balance=100 - PRICE, price=PRICE, already=True)
     assert ledger.balance("alice") == 100 - PRICE
     assert [e.kind for e in ledger.entries("alice")] == ["reserve", "credit"]
 
 
-def test_redelivered_reserve_after_settling_does_not_debit_again(ledger: SqlLedger) -> None:
+def test_a_refund_is_final(ledger: SqlLedger) -> None:
     ledger.create_account("alice", 100)
     ledger.reserve("job-1", 0, "alice", PRICE)
     ledger.refund("job-1", 0)
 
+    # A billing redelivery after the refund: the generation ended, it must not run (or hold) again.
     again = ledger.reserve("job-1", 0, "alice", PRICE)
 
-    assert again == ReserveResult(ok=True, balance=100, price=PRICE, already=True)
+    assert again == ReserveResult(state="refunded", balance=100, price=PRICE, already=True)
+    assert not again.ok and again.settled
     assert ledger.reservation("job-1", 0) == Reservation("job-1", 0, "alice", PRICE, "refunded")
     assert ledger.balance("alice") == 100
+    # A replay is a new generation and reserves afresh.
+    replay = ledger.reserve("job-1", 1, "alice", PRICE)
+    assert replay == ReserveResult(state="reserved", balance=100 - PRICE, price=PRICE, already=False)
+    assert replay.ok and not replay.settled
+    assert ledger.reconcile() == []
+
+
+def test_a_captured_generation_is_settled_too(ledger: SqlLedger) -> None:
+    ledger.create_account("alice", 100)
+    ledger.reserve("job-1", 0, "alice", PRICE)
+    ledger.capture("job-1", 0)
+
+    again = ledger.reserve("job-1", 0, "alice", PRICE)
+
+    assert again == ReserveResult(state="captured", balance=100 - PRICE, price=PRICE, already=True)
+    assert not again.ok and again.settled
+    assert ledger.balance("alice") == 100 - PRICE
+    assert ledger.reconcile() == []
 
 
 def test_each_generation_is_its_own_reservation(ledger: SqlLedger) -> None:
@@ -245,7 +265,7 @@ def test_insufficient_points_change_nothing(ledger: SqlLedger) -> None:
 
     result = ledger.reserve("job-1", 0, "alice", PRICE)
 
-    assert result == ReserveResult(ok=False, balance=PRICE - 1, price=PRICE, already=False)
+    assert result == ReserveResult(state="rejected", balance=PRICE - 1, price=PRICE, already=False)
     assert ledger.balance("alice") == PRICE - 1
     refused = ledger.reservation("job-1", 0)
     assert refused is not None and refused.state == "rejected"  # remembered, holds nothing
@@ -258,19 +278,21 @@ def test_insufficient_points_change_nothing(ledger: SqlLedger) -> None:
 def test_a_rejection_is_remembered_for_its_generation_only(ledger: SqlLedger) -> None:
     ledger.create_account("alice", PRICE - 1)
     assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
-        ok=False, balance=PRICE - 1, price=PRICE, already=False
+        state="rejected", balance=PRICE - 1, price=PRICE, already=False
     )
     ledger.credit("alice", 1)
 
     # A redelivery of the rejected command must not start the job after all: its rejection stands.
     assert ledger.reserve("job-1", 0, "alice", PRICE) == ReserveResult(
-        ok=False, balance=PRICE, price=PRICE, already=True
+        state="rejected", balance=PRICE, price=PRICE, already=True
     )
     assert ledger.capture("job-1", 0) is False and ledger.refund("job-1", 0) == 0
     rejected = ledger.reservation("job-1", 0)
     assert rejected is not None and rejected.state == "rejected"
     # A replay is a new generation and may reserve now.
-    assert ledger.reserve("job-1", 1, "alice", PRICE) == ReserveResult(ok=True, balance=0, price=PRICE, already=False)
+    assert ledger.reserve("job-1", 1, "alice", PRICE) == ReserveResult(
+        state="reserved", balance=0, price=PRICE, already=False
+    )
     assert ledger.reconcile() == []
 
 

@@ -1,0 +1,68 @@
+"""Billing's decisions on a real ledger (SQLite file and PostgreSQL schema): a settled generation is final."""
+
+from pathlib import Path
+
+import pytest
+
+from contracts.keys import artifact_key
+from contracts.messages import ImagePrepared, JobCancelled, JobFailed, JobSpec, PointsReserved
+from contracts.params import GenerationParams
+from contracts.pricing import price_points
+from contracts.refs import ObjectRef
+from contracts.stages import Stage
+from infra.objectstore import MemoryObjectStore
+from services.billing.ledger import SqlLedger, open_ledger
+from services.billing.stage import BillingStage
+from tests.services.job_messages import completed
+
+PRICE = price_points(duration=2, fps=8)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> SqlLedger:
+    target = str(tmp_path / "ledger.sqlite3") if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
+    books = open_ledger(target)
+    books.create_account("alice", 100)
+    return books
+
+
+def prepared(generation: int = 0) -> ImagePrepared:
+    job = JobSpec(
+        job_id="job-final", account="alice", generation=generation, params=GenerationParams(duration=2, fps=8, seed=1)
+    )
+    image = ObjectRef(
+        bucket="i2v", key=artifact_key(job.job_id, 0, "image.png"), size=1, sha256="0" * 64, content_type="image/png"
+    )
+    return ImagePrepared(job=job, image=image, width=128, height=64, source_width=128, source_height=64)
+
+
+@pytest.mark.parametrize("ending", ["failed", "cancelled"])
+def test_a_redelivery_after_the_refund_forwards_nothing(ledger: SqlLedger, ending: str) -> None:
+    stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared()
+    assert isinstance(stage.reserve(cmd), PointsReserved)
+    stage.settle(
+        JobFailed(job=cmd.job, stage=Stage.LATENT, code="internal", reason="boom")
+        if ending == "failed"
+        else JobCancelled(job=cmd.job, stage=Stage.LATENT)
+    )
+
+    assert stage.reserve(cmd) is None  # not PointsReserved: latent would run a refunded job for free
+    assert ledger.balance("alice") == 100
+    reservation = ledger.reservation("job-final", 0)
+    assert reservation is not None and reservation.state == "refunded"
+
+    # A replay is a new generation: it reserves afresh and runs.
+    replay = stage.reserve(prepared(generation=1))
+    assert isinstance(replay, PointsReserved) and replay.job.generation == 1
+    assert ledger.balance("alice") == 100 - PRICE
+    assert ledger.reconcile() == []
+
+
+def test_a_redelivery_after_the_capture_forwards_nothing(ledger: SqlLedger) -> None:
+    stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared()
+    assert isinstance(stage.reserve(cmd), PointsReserved)
+    stage.settle(completed(cmd.job, PRICE))
+
+    assert stage.reserve(cmd) is None
+    assert ledger.balance("alice") == 100 - PRICE
+    assert ledger.reconcile() == []
