@@ -223,7 +223,7 @@ class DeadLetter(Contract):
     """A command that exhausted its deliveries or could not be read, kept for inspection and replay."""
 
     type: Literal["DeadLetter"] = "DeadLetter"
-    stage: Stage
+    stage: Stage | None = Field(description="the stage that gave up on it; None when no stage consumes its subject")
     subject: str
     body: str = Field(description="the original message body, as text (undecodable bytes escaped)")
     code: FailureCode

@@ -30,8 +30,9 @@ def job_events_filter(job_id: str) -> str:
 TERMINAL_EVENTS_FILTER = "i2v.events.*.terminal"
 
 
-def dlq_subject(stage: Stage) -> str:
-    return f"i2v.dlq.{stage.value}"
+def dlq_subject(stage: Stage | None) -> str:
+    """Dead letters of ``stage``; those of a subject no stage consumes go to ``i2v.dlq.unknown``."""
+    return f"i2v.dlq.{stage.value if stage is not None else 'unknown'}"
 
 
 def durable_name(stage: Stage) -> str:

@@ -1,9 +1,12 @@
 """Settings every service reads from the environment (prefix ``I2V_``); one object per process."""
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 
 class Settings(BaseSettings):
@@ -25,6 +28,12 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(30.0, gt=0, description="redelivery deadline without a heartbeat")
     heartbeat_s: float = Field(5.0, gt=0, description="in_progress() interval while a stage works")
     retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    event_max_deliver: int = Field(
+        20,
+        ge=1,
+        description="deliveries of an event a service follows (billing's settlement) before it is dead-lettered; "
+        "more than max_deliver because a settlement cannot be replayed",
+    )
     trace_file: Path | None = Field(None, description="write finished spans as JSON lines here")
     default_account: str | None = Field(None, description="account billing creates at start if missing")
     default_account_points: int = Field(1000, ge=0)
@@ -49,3 +58,24 @@ class Settings(BaseSettings):
         ]
         if missing:
             raise ValueError(f"missing setting(s): {', '.join(missing)} (or run `i2v stack up`)")
+
+
+class _GivenEnvSource(EnvSettingsSource):
+    """The environment source of pydantic-settings reading a given mapping instead of ``os.environ``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._given = environ
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._given, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def settings_from(environ: Mapping[str, str]) -> Settings:
+    """Settings read from ``environ`` alone (``I2V_*`` keys, parsed as from the environment), ignoring
+    ``os.environ``: what a process started with exactly ``environ`` would read."""
+    values: dict[str, Any] = {
+        name: field.get_default(call_default_factory=True) for name, field in Settings.model_fields.items()
+    }
+    values.update(_GivenEnvSource(Settings, environ)())
+    return Settings(**values)

@@ -26,9 +26,9 @@ from contracts.subjects import (
     msg_id,
     work_subject,
 )
+from services.bus.ports import Command, Outgoing, StageEvent
 
-Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
-StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
+__all__ = ["Command", "Route", "StageEvent", "route"]
 
 # Which stage consumes each command: the flow of DESIGN.md.
 _CONSUMER: dict[type[BaseModel], Stage] = {
@@ -46,14 +46,14 @@ class Route(BaseModel):
     msg_id: str
 
 
-def route(message: Command | Terminal | StageEvent | DeadLetter) -> Route:
+def route(message: Outgoing) -> Route:
     """Where a message goes and the id that deduplicates it."""
     if isinstance(message, DeadLetter):
         job = message.job_id or "unknown"
         return Route(
             subject=dlq_subject(message.stage),
             stream=DLQ_STREAM,
-            msg_id=f"{job}:dead:{message.stage}:{message.attempts}:{message.failed_at.timestamp()}",
+            msg_id=f"{job}:dead:{message.stage or '-'}:{message.attempts}:{message.failed_at.timestamp()}",
         )
     if isinstance(message, CancelRequested):
         return Route(

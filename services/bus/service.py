@@ -1,37 +1,58 @@
 """Building blocks of a service's composition root: broker, runner, work subscriber, app lifecycle."""
 
-import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+import anyio.to_thread
 import nats
 from faststream import FastStream
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy, BaseMiddleware
 from faststream.nats import JStream, NatsBroker, PullSub
+from faststream.nats.message import NatsMessage
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.nats.schemas.js_stream import is_subject_match_wildcard
 from faststream.specification import AsyncAPI
 from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy as JsAckPolicy
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry.sdk.trace import TracerProvider
 from pydantic import ValidationError
 
-from contracts.failures import FailureCode
-from contracts.messages import DeadLetter, JobFailed, JobSpec
 from contracts.stages import Stage
-from contracts.subjects import WORK_STREAM, durable_name, work_subject
+from contracts.subjects import EVENTS_STREAM, WORK_STREAM, durable_name, work_subject
 from infra.objectstore import ObjectStore
+from services.bus.adapters import BrokerPublisher, NatsDelivery
 from services.bus.cancellation import CancelRegistry
-from services.bus.runner import BrokerPublisher, Publisher, StageRunner, delivery_count
+from services.bus.ports import Publisher
+from services.bus.runner import StageRunner, dead_letter_unreadable
 from services.bus.streams import ensure_streams
 from services.config import Settings
 from services.telemetry import tracer_provider
 
 log = logging.getLogger("i2v.service")
+
+T = TypeVar("T")
+
+
+class Deferred(Generic[T]):
+    """An adapter a service builds when it starts (or on first use), never when its app is built: building
+    an app, e.g. for its AsyncAPI document, opens no ledger and no connection."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._value: list[T] = []
+
+    def __call__(self) -> T:
+        with self._lock:
+            if not self._value:
+                self._value.append(self._build())
+            return self._value[0]
 
 
 @dataclass
@@ -44,6 +65,14 @@ class ServiceKit:
     publisher: Publisher
     tracing: TracerProvider
     cancels: CancelRegistry
+    _deferred: list[Deferred[Any]] = field(default_factory=list)
+    _event_stages: list[tuple[str, Stage]] = field(default_factory=list)
+
+    def deferred(self, build: Callable[[], T]) -> Deferred[T]:
+        """``build`` runs once when the app starts (in a worker thread: it may block), before any message."""
+        item = Deferred(build)
+        self._deferred.append(item)
+        return item
 
     def runner(self, stage: Stage, store: ObjectStore | None) -> StageRunner:
         """``store`` keeps each command so the stage can be replayed; None only in tests without one."""
@@ -67,6 +96,36 @@ class ServiceKit:
             description=description,
         )
 
+    def event_subscriber(self, subject: str, *, stage: Stage, durable: str, description: str) -> Callable[[Any], Any]:
+        """A durable pull consumer of events on the events stream, shared by all replicas; acks are ours
+        (:meth:`StageRunner.handle_event`). Unreadable events are dead-lettered under ``stage``."""
+        self._event_stages.append((subject, stage))
+        return self.broker.subscriber(
+            subject,
+            stream=JStream(EVENTS_STREAM, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=1, timeout=5.0),
+            config=ConsumerConfig(
+                ack_policy=JsAckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_wait=self.settings.ack_wait_s,
+                # A backstop, as for work: the runner dead-letters after event_max_deliver deliveries.
+                max_deliver=self.settings.event_max_deliver * 2,
+            ),
+            ack_policy=AckPolicy.MANUAL,
+            description=description,
+        )
+
+    def stage_of(self, subject: str) -> tuple[Stage | None, bool]:
+        """Which stage consumes ``subject`` here, and whether it is a command (a work subject)."""
+        for stage in Stage:
+            if subject == work_subject(stage):
+                return stage, True
+        for pattern, stage in self._event_stages:
+            if is_subject_match_wildcard(subject, pattern):
+                return stage, False
+        return None, False
+
     def app(self, *, on_startup: Callable[[], Awaitable[None]] | None = None) -> FastStream:
         app = FastStream(
             self.broker,
@@ -82,6 +141,8 @@ class ServiceKit:
             connections.append(nc)
             await ensure_streams(nc.jetstream())
             await self.cancels.start(nc.jetstream())
+            for item in self._deferred:
+                await anyio.to_thread.run_sync(item)
             if on_startup is not None:
                 await on_startup()
 
@@ -124,7 +185,8 @@ def service_kit(name: str, settings: Settings) -> ServiceKit:
 
 
 class PoisonMiddleware(BaseMiddleware):
-    """A message no handler can read (not JSON, wrong schema) goes to the dead-letter stream, not a loop."""
+    """A message no handler can read (not JSON, another schema version, wrong fields) is dead-lettered
+    and terminated on every consumer, never redelivered in a loop; a command's job is failed too."""
 
     def __init__(self, msg: Any, /, *, context: Any, kit: list[ServiceKit]) -> None:
         super().__init__(msg, context=context)
@@ -136,62 +198,9 @@ class PoisonMiddleware(BaseMiddleware):
         try:
             return await call_next(msg)
         except ValidationError as exc:
-            stage = _work_stage(msg)
-            if stage is None:
+            if not isinstance(msg, NatsMessage):
                 raise
-            await self._dead_letter(stage, msg, exc)
+            delivery = NatsDelivery(msg)
+            stage, is_command = self._kit.stage_of(delivery.subject)
+            await dead_letter_unreadable(self._kit.publisher, delivery, stage, exc, fail_job=is_command)
             return None
-
-    async def _dead_letter(self, stage: Stage, msg: StreamMessage[Any], exc: ValidationError) -> None:
-        body = msg.body if isinstance(msg.body, bytes) else str(msg.body).encode()
-        try:
-            document: object = json.loads(body)
-            code = FailureCode.SCHEMA_VIOLATION
-        except ValueError:
-            document, code = None, FailureCode.NOT_JSON
-        job = _salvage_job(document)
-        reason = f"unreadable {stage} command: {_summarize(exc)}"
-        log.error("%s: dead-lettering a message: %s", stage, reason)
-        publisher = self._kit.publisher
-        await publisher.publish(
-            DeadLetter(
-                stage=stage,
-                subject=work_subject(stage),
-                body=body.decode("utf-8", "backslashreplace")[:65536],
-                code=code,
-                error=reason,
-                attempts=delivery_count(msg),  # type: ignore[arg-type]
-                job_id=job.job_id if job else None,
-            )
-        )
-        if job is not None:
-            await publisher.publish(JobFailed(job=job, stage=stage, code=code, reason=reason))
-        await msg.reject()
-
-
-def _work_stage(msg: StreamMessage[Any]) -> Stage | None:
-    """The stage whose work subject this message came from, or None for anything else."""
-    subject = getattr(msg.raw_message, "subject", "")
-    prefix = "i2v.work."
-    if not subject.startswith(prefix):
-        return None
-    try:
-        return Stage(subject[len(prefix) :])
-    except ValueError:
-        return None
-
-
-def _salvage_job(document: object) -> JobSpec | None:
-    """The job a broken message belongs to, when at least that part is readable, so it can be failed."""
-    if not isinstance(document, dict):
-        return None
-    try:
-        return JobSpec.model_validate(document.get("job"))
-    except ValidationError:
-        return None
-
-
-def _summarize(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']} ({exc.error_count()} error(s))"

@@ -106,7 +106,7 @@ def dlq_list(settings: Settings) -> int:
         print("no dead letters")
     for seq, letter in letters:
         print(
-            f"{seq:>6}  {letter.failed_at:%Y-%m-%d %H:%M:%S}  {letter.stage.value:<7}  "
+            f"{seq:>6}  {letter.failed_at:%Y-%m-%d %H:%M:%S}  {letter.stage or '-':<7}  "
             f"job {letter.job_id or '-':<26}  attempts {letter.attempts}  {letter.code}: {letter.error}"
         )
     return 0
@@ -130,6 +130,6 @@ def dlq_show(settings: Settings, seq: int) -> int:
 
 def dlq_replay(settings: Settings, seq: int) -> int:
     letter = _letter(settings, seq)
-    if letter.job_id is None:
+    if letter.job_id is None or letter.stage is None:
         raise CliError(f"dead letter {seq} has no readable job; there is nothing to replay", 1)
     return replay_job(settings, letter.job_id, letter.stage)

@@ -8,7 +8,7 @@ from contracts.messages import FramesReady, LatentsReady
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
-from services.bus.runner import Progress
+from services.bus.ports import Progress
 
 log = logging.getLogger("i2v.decode")
 

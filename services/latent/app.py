@@ -6,6 +6,7 @@ from faststream.nats.annotations import NatsMessage
 from contracts.messages import PointsReserved
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
+from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
 from services.latent.stage import LatentStage
@@ -13,18 +14,19 @@ from services.objectstore import object_store_from
 
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
+    """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("latent", settings)
-    the_store = store or object_store_from(settings)
-    stage = LatentStage(the_store, settings.device, is_cancelled=kit.cancels.is_cancelled)
-    runner = kit.runner(Stage.LATENT, the_store)
+    the_store = kit.deferred(lambda: store or object_store_from(settings))
+    stage = kit.deferred(lambda: LatentStage(the_store(), settings.device, is_cancelled=kit.cancels.is_cancelled))
+    runner = kit.deferred(lambda: kit.runner(Stage.LATENT, the_store()))
 
     @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
-        await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
+        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(cmd, progress))
 
     async def _warm_up() -> None:
         import anyio.to_thread
 
-        await anyio.to_thread.run_sync(stage.warm_up, settings.model)
+        await anyio.to_thread.run_sync(stage().warm_up, settings.model)
 
     return kit.app(on_startup=_warm_up)

@@ -2,7 +2,6 @@
 
 import io
 import logging
-from collections.abc import Callable
 
 from contracts.failures import FailureCode
 from contracts.keys import artifact_key
@@ -10,7 +9,7 @@ from contracts.messages import LatentsReady, PointsReserved
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
-from services.bus.runner import Progress
+from services.bus.ports import IsCancelled, Progress
 
 log = logging.getLogger("i2v.latent")
 
@@ -18,7 +17,7 @@ LATENTS_CONTENT_TYPE = "application/x-safetensors"
 
 
 class LatentStage:
-    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: Callable[[str, int], bool]) -> None:
+    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: IsCancelled) -> None:
         self._store = store
         self._device = device
         self._is_cancelled = is_cancelled

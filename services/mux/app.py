@@ -6,6 +6,7 @@ from faststream.nats.annotations import NatsMessage
 from contracts.messages import FramesReady
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
+from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
 from services.mux.stage import MuxStage
@@ -13,14 +14,15 @@ from services.objectstore import object_store_from
 
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
+    """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("mux", settings)
-    the_store = store or object_store_from(settings)
-    stage = MuxStage(the_store)
-    runner = kit.runner(Stage.MUX, the_store)
+    the_store = kit.deferred(lambda: store or object_store_from(settings))
+    stage = kit.deferred(lambda: MuxStage(the_store()))
+    runner = kit.deferred(lambda: kit.runner(Stage.MUX, the_store()))
 
     @kit.work_subscriber(Stage.MUX, description="Encode H.264 MP4 with faststart and a poster")
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
-        await runner.run(msg, cmd.job, lambda progress: stage.run(cmd, progress))
+        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(cmd, progress))
 
     async def _warm_up() -> None:
         import pipeline.tensors

@@ -5,7 +5,7 @@ from contracts.keys import artifact_key
 from contracts.messages import FramesReady, JobCompleted
 from infra.objectstore import ObjectStore
 from services.bus.faults import PermanentError
-from services.bus.runner import Progress
+from services.bus.ports import Progress
 
 
 class MuxStage:

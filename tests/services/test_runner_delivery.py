@@ -33,9 +33,10 @@ from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, job_events_filter, work_subject
 from infra.nats_server import NatsServer
+from services.bus.adapters import NatsDelivery
 from services.bus.faults import PermanentError
+from services.bus.ports import Progress
 from services.bus.publishing import route
-from services.bus.runner import Progress, delivery_count
 from services.bus.service import service_kit
 from services.config import Settings
 from tests.services.bus_helpers import Tail, at_least, consumer_drained, has, settings_for
@@ -91,14 +92,15 @@ class Probe:
 
         @kit.work_subscriber(STAGE, description="a stage whose work the test scripts")
         async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:
-            attempt = delivery_count(msg)
+            delivery = NatsDelivery(msg)
+            attempt = delivery.attempt
 
             def work(progress: Progress) -> ImagePrepared:
                 self.calls.append((cmd.job.job_id, attempt))
                 self.behaviour(attempt, progress)
                 return prepared(cmd)
 
-            await runner.run(msg, cmd.job, work)
+            await runner.run(delivery, cmd.job, work)
 
         return kit.app()
 
