@@ -1,9 +1,15 @@
 """The three JetStream streams, declared in one place so every service and the CLI agree on them."""
 
+import contextlib
+import logging
+
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.errors import APIError, BadRequestError, NotFoundError
 
+from contracts.failures import FailureCode
+from contracts.messages import DeadLetter
+from contracts.stages import PIPELINE_ORDER
 from contracts.subjects import (
     DLQ_STREAM,
     DLQ_SUBJECTS,
@@ -11,15 +17,23 @@ from contracts.subjects import (
     EVENTS_SUBJECTS,
     WORK_STREAM,
     WORK_SUBJECTS,
+    dlq_subject,
+    work_subject,
 )
+
+log = logging.getLogger("i2v.streams")
 
 _DAY = 24 * 3600.0
 # A retried publish within this window is dropped by JetStream (Nats-Msg-Id); an hour covers any backoff.
 _DEDUP_WINDOW_S = 3600.0
 
+STAGE_SUBJECTS = [work_subject(stage) for stage in PIPELINE_ORDER]
+"""The work stream takes commands for known stages only: a publish to any other ``i2v.work.*`` subject is
+refused (no stream answers it), instead of waiting 7 days for a consumer that does not exist."""
+
 WORK = StreamConfig(
     name=WORK_STREAM,
-    subjects=[WORK_SUBJECTS],
+    subjects=STAGE_SUBJECTS,
     retention=RetentionPolicy.WORK_QUEUE,
     storage=StorageType.FILE,
     duplicate_window=_DEDUP_WINDOW_S,
@@ -46,7 +60,8 @@ ALL_STREAMS = (WORK, EVENTS, DLQ)
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
-    """Create the streams and the cancel bucket, or bring an existing stream's config up to date.
+    """Create the streams and the cancel bucket, or bring an existing stream's config up to date, then
+    dead-letter whatever the work stream holds on a subject no stage consumes.
 
     Safe to call from every process at once.
     """
@@ -64,3 +79,46 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 await js.stream_info(config.name or "")
         else:
             await js.update_stream(config)
+    await sweep_unknown_work(js)
+
+
+async def sweep_unknown_work(js: JetStreamContext) -> int:
+    """Move every message on a work subject no stage consumes (kept from before the stream was limited to
+    the stages' subjects) to the dead-letter stream as ``unknown_subject``; returns how many.
+
+    Idempotent and safe to run from several processes at once: a letter's Nats-Msg-Id is the message's
+    stream sequence, and a message already deleted by another sweeper is skipped.
+    """
+    info = await js.stream_info(WORK_STREAM, subjects_filter=WORK_SUBJECTS)
+    unknown = sorted(set(info.state.subjects or {}) - set(STAGE_SUBJECTS))
+    swept = 0
+    for subject in unknown:
+        seq = 0
+        while True:
+            try:
+                msg = await js.get_msg(WORK_STREAM, seq=seq + 1, subject=subject, next=True)
+            except NotFoundError:
+                break
+            assert msg.seq is not None
+            seq = msg.seq
+            body = (msg.data or b"").decode("utf-8", "backslashreplace")
+            letter = DeadLetter(
+                stage=None,
+                subject=subject,
+                body=body,
+                code=FailureCode.UNKNOWN_SUBJECT,
+                error=f"no stage consumes {subject}; the work stream takes {', '.join(STAGE_SUBJECTS)}",
+                attempts=0,
+            )
+            await js.publish(
+                dlq_subject(None),
+                letter.model_dump_json().encode(),
+                stream=DLQ_STREAM,
+                headers={"Nats-Msg-Id": f"{WORK_STREAM}:{seq}:{FailureCode.UNKNOWN_SUBJECT}"},
+            )
+            # Another sweeper may have deleted it first; one left behind is lettered again under the same id.
+            with contextlib.suppress(APIError):
+                await js.delete_msg(WORK_STREAM, seq)
+            swept += 1
+            log.warning("dead-lettered message %d on %s: no stage consumes it", seq, subject)
+    return swept
