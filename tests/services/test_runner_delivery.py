@@ -231,11 +231,14 @@ async def test_poison_messages_are_dead_lettered_and_the_consumer_keeps_working(
     good = submitted("job-after-poison")
     wrong_version = submitted("job-v2-1").model_dump(mode="json") | {"schema_version": 2}
     missing_upload = {k: v for k, v in submitted("job-partial-1").model_dump(mode="json").items() if k != "upload"}
+    escaping = submitted("job-escape-1").model_dump(mode="json")
+    escaping["upload"]["key"] = "jobs/job-escape-1/../../other-job/upload"  # a schema error, never retried
 
     poison = [
         (b"\x00\xffnot json at all {", "not_json", None),
         (json.dumps(wrong_version).encode(), "schema_violation", "job-v2-1"),
         (json.dumps(missing_upload).encode(), "schema_violation", "job-partial-1"),
+        (json.dumps(escaping).encode(), "schema_violation", "job-escape-1"),
     ]
     dlq = await Tail.open(js, dlq_subject(STAGE))
     events = await Tail.open(js, "i2v.events.>")
@@ -247,7 +250,9 @@ async def test_poison_messages_are_dead_lettered_and_the_consumer_keeps_working(
         await events.until(has(StageFinished))
         await dlq.until(at_least(len(poison)))
         await consumer_drained(js, STAGE)
-        await events.until(has(JobFailed, 2))
+        await events.until(has(JobFailed, 3))
+        await asyncio.sleep(0.5)  # five backoffs' worth: room for a wrong retry to show
+        info = await consumer_drained(js, STAGE)
 
     assert probe.calls == [("job-after-poison", 1)]  # no poison reached the work function
     letters = [DeadLetter.model_validate_json(m.data) for m in dlq.messages]
@@ -258,7 +263,11 @@ async def test_poison_messages_are_dead_lettered_and_the_consumer_keeps_working(
     assert "not json" in letters[0].body
     # Where the job could still be read, it is failed too, so nobody waits on it forever.
     failed = sorted(e.job.job_id for e in events.events() if isinstance(e, JobFailed))
-    assert failed == ["job-partial-1", "job-v2-1"]
+    assert failed == ["job-escape-1", "job-partial-1", "job-v2-1"]
+    assert "upload.key" in letters[3].error
+    # One delivery each, terminated at once: nothing was nacked and redelivered.
+    assert info.delivered is not None and info.delivered.consumer_seq == len(poison) + 1
+    assert info.num_redelivered == 0
 
 
 async def test_the_same_command_published_twice_is_processed_once(
