@@ -1,10 +1,13 @@
 """Submitting a job and following its history: what the CLI (and any other front door) does on the bus."""
 
+import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import nats
 import nats.errors
@@ -14,14 +17,19 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
 
 from contracts.keys import command_key, upload_key
-from contracts.messages import Event, JobSpec, JobSubmitted, parse_event
+from contracts.messages import DeadLetter, Event, JobSpec, JobSubmitted, parse_event
 from contracts.params import GenerationParams
 from contracts.stages import Stage
-from contracts.subjects import EVENTS_STREAM, job_events_filter
+from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
 from pipeline.image import content_type_of
 from services.bus.publishing import Command, StageEvent, route
 from services.bus.streams import ensure_streams
+
+log = logging.getLogger("i2v.jobclient")
+
+CONNECT_TIMEOUT_S = 5.0
+"""How long a first connection may take before the server is reported unreachable."""
 
 
 def new_job_id() -> str:
@@ -35,6 +43,10 @@ class JobNotFoundError(LookupError):
 
 class JobStateError(RuntimeError):
     """The job is not in a state that allows this (e.g. replaying a job that succeeded)."""
+
+
+class BusUnreachableError(ConnectionError):
+    """No NATS server answered at the URL; the message names it and why, in one line."""
 
 
 @dataclass(frozen=True)
@@ -91,10 +103,51 @@ class JobClient:
         self._store = store
 
     @classmethod
-    async def connect(cls, nats_url: str, store: ObjectStore) -> "JobClient":
-        nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=-1)
+    async def connect(cls, nats_url: str, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S) -> "JobClient":
+        """Connect and declare the streams; BusUnreachableError if that takes longer than ``timeout_s``.
+
+        Once connected the client reconnects for ever, so a job outlives a restart of nats-server.
+        """
+        failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+
+        async def first_failure(exc: Exception) -> None:
+            log.debug("NATS at %s: %s", nats_url, exc)
+            if not failed.done():
+                failed.set_result(exc)
+
+        # Reconnecting for ever would also retry the first connect for ever: the first failed
+        # attempt (refused, or no answer within connect_timeout) ends it here.
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                nats_url,
+                connect_timeout=min(2.0, timeout_s),
+                max_reconnect_attempts=-1,
+                error_cb=first_failure,
+            )
+        )
+        racing: set[asyncio.Future[Any]] = {connecting, failed}
+        done, _ = await asyncio.wait(racing, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if connecting not in done:
+            connecting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await connecting
+            reason = _reason(failed.result() if failed in done else TimeoutError(), timeout_s)
+            raise BusUnreachableError(f"cannot reach NATS at {nats_url or '(no URL)'} ({reason})")
+        try:
+            nc = connecting.result()
+        except (OSError, ValueError, nats.errors.Error) as exc:
+            raise BusUnreachableError(
+                f"cannot reach NATS at {nats_url or '(no URL)'} ({_reason(exc, timeout_s)})"
+            ) from None
+        failed.cancel()
         client = cls(nc, store)
-        await ensure_streams(client._js)
+        try:
+            await asyncio.wait_for(ensure_streams(client._js), timeout_s)
+        except (TimeoutError, nats.errors.Error) as exc:
+            await client.close()
+            raise BusUnreachableError(
+                f"NATS at {nats_url} has no usable JetStream ({_reason(exc, timeout_s)})"
+            ) from None
         return client
 
     async def close(self) -> None:
@@ -195,6 +248,37 @@ class JobClient:
         await self._publish(command)
         return job
 
+    async def dead_letters(self) -> list[tuple[int, DeadLetter]]:
+        """Every dead letter with its stream sequence (the id ``i2v dlq`` shows), oldest first."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self._js.stream_info(DLQ_STREAM)
+        except NotFoundError:
+            return []
+        if info.state.messages == 0:
+            return []
+        sub = await self._js.subscribe(
+            DLQ_SUBJECTS,
+            stream=DLQ_STREAM,
+            ordered_consumer=True,
+            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
+        )
+        letters: list[tuple[int, DeadLetter]] = []
+        try:
+            while True:
+                try:
+                    msg = await sub.next_msg(timeout=2.0)
+                except TimeoutError:
+                    break
+                letters.append((msg.metadata.sequence.stream, DeadLetter.model_validate_json(msg.data)))
+                if msg.metadata.num_pending == 0:
+                    break
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                await sub.unsubscribe()
+        return letters
+
     async def _publish(self, message: "Command | StageEvent") -> None:
         where = route(message)
         headers = {"Nats-Msg-Id": where.msg_id, "content-type": "application/json"}
@@ -222,3 +306,13 @@ class JobClient:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def _reason(exc: BaseException, timeout_s: float) -> str:
+    """Why a connection failed, in a few words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {timeout_s:g}s"
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text.removeprefix("nats: ")

@@ -508,13 +508,21 @@ class SqlLedger:
         return problems
 
 
-def open_ledger(dsn_or_path: str) -> SqlLedger:
+class LedgerNotFoundError(LedgerError):
+    """``open_ledger(..., create=False)`` found no SQLite file at the path."""
+
+
+def open_ledger(dsn_or_path: str, *, create: bool = True) -> SqlLedger:
     """Open (and create if needed) the ledger: a ``postgresql://`` DSN selects PostgreSQL, anything
-    else is a SQLite file path whose parent folders are created."""
+    else is a SQLite file path whose parent folders are created. With ``create=False`` a missing
+    SQLite file raises LedgerNotFoundError and nothing is created (tools that only read or adjust
+    accounts must not leave an empty ledger behind)."""
     if dsn_or_path.startswith(("postgresql://", "postgres://")):
         return SqlLedger(_PostgresBackend(dsn_or_path))
     if dsn_or_path in ("", ":memory:"):
         raise ValueError("the SQLite ledger needs a file path: every call opens its own connection")
     path = Path(dsn_or_path).expanduser()
+    if not create and not path.is_file():
+        raise LedgerNotFoundError(str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     return SqlLedger(_SqliteBackend(path))

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nats.errors
+from anyio import to_thread
 from pydantic import ValidationError
 
 from contracts.messages import (
@@ -20,12 +22,12 @@ from contracts.messages import (
     StageProgress,
     StageStarted,
 )
-from contracts.params import GenerationParams
+from contracts.params import GenerationParams, Resolution
 from contracts.stages import PIPELINE_ORDER, Stage
-from infra.objectstore import S3ObjectStore
+from infra.objectstore import ObjectStoreError, ObjectStoreUnavailableError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
-from services.jobclient import JobClient
+from services.jobclient import BusUnreachableError, JobClient
 from services.objectstore import object_store_from
 from services.stack.embedded import LOCAL_ACCOUNT
 from services.telemetry import tracer_provider
@@ -40,11 +42,32 @@ class GenerateRequest:
     timeout_s: float
 
 
+def check_output(output: Path) -> None:
+    """Refuse an output the video could not be written to, before any work is done."""
+    if output.is_dir():
+        raise CliError(f"-o {output}: is a folder; name a file, e.g. -o {output / 'out.mp4'}")
+    folder = output.parent
+    if not folder.exists():
+        raise CliError(f"-o {output}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CliError(f"-o {output}: {folder} is not a folder")
+    existed = output.exists()
+    try:
+        # Opening is the only honest test (permissions, read-only mounts, root); append keeps a file as it was.
+        with output.open("ab"):
+            pass
+    except OSError as exc:
+        raise CliError(f"-o {output}: cannot write there ({exc.strerror})") from None
+    if not existed:
+        output.unlink(missing_ok=True)
+
+
 def check_locally(request: GenerateRequest) -> bytes:
-    """Fail fast, before any server starts: the file, the model and the image itself."""
+    """Fail fast, before any server starts: the output, the file, the model and the image itself."""
     from pipeline.image import ImageRejected, prepare_image
     from pipeline.models import ModelNotFoundError, model_defaults
 
+    check_output(request.output)
     try:
         data = request.image.read_bytes()
     except FileNotFoundError:
@@ -64,8 +87,6 @@ def check_locally(request: GenerateRequest) -> bytes:
         )
     except ImageRejected as exc:
         raise CliError(f"{request.image}: {exc}") from None
-    if not request.output.parent.exists():
-        raise CliError(f"output folder {request.output.parent} does not exist")
     return data
 
 
@@ -83,11 +104,63 @@ def run_generate(request: GenerateRequest, settings: Settings, *, embedded_state
         return asyncio.run(_submit_and_follow(request, data, settings))
 
 
+async def reach(settings: Settings) -> tuple[JobClient, S3ObjectStore]:
+    """Connect to NATS and try S3 at once; every server that fails is named in one line."""
+    try:
+        store = object_store_from(settings)
+    except ValueError as exc:
+        raise CliError(f"--s3: {exc}") from None
+    bus, probe = await asyncio.gather(
+        JobClient.connect(settings.nats_url, store),
+        to_thread.run_sync(_probe_store, store, settings),
+        return_exceptions=True,
+    )
+    problems = [str(bus)] if isinstance(bus, BusUnreachableError) else []
+    if isinstance(probe, CliError):
+        problems.append(str(probe))
+    for unexpected in (bus, probe):
+        if isinstance(unexpected, BaseException) and not isinstance(unexpected, BusUnreachableError | CliError):
+            raise unexpected
+    if problems:
+        if isinstance(bus, JobClient):
+            await bus.close()
+        raise CliError("; ".join(problems), 1)
+    assert isinstance(bus, JobClient)
+    return bus, store
+
+
+def _probe_store(store: S3ObjectStore, settings: Settings) -> None:
+    try:
+        store.head("i2v-cli-probe")
+    except ObjectStoreUnavailableError as exc:
+        raise CliError(f"cannot reach S3 at {settings.s3_endpoint} ({_cause(exc)})") from None
+    except ObjectStoreError as exc:
+        keys = "I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY"
+        given = "are refused" if settings.s3_access_key or settings.s3_secret_key else "are not set"
+        raise CliError(
+            f"S3 at {settings.s3_endpoint} refused access ({_cause(exc)}): its keys {given}; set {keys} "
+            "(`i2v stack up` writes them to its state folder's stack.env)"
+        ) from None
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost reason, in a few words: 'connection refused', 'AccessDenied'."""
+    root: BaseException = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    code = getattr(root, "code", None)
+    if isinstance(code, str):
+        return code
+    for inner in (root, *getattr(root, "args", ())):
+        if isinstance(inner, ConnectionRefusedError) or "Connection refused" in str(inner):
+            return "connection refused"
+    return " ".join(str(root).split())[:160] or type(root).__name__
+
+
 async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Settings) -> int:
-    store = object_store_from(settings)
+    client, store = await reach(settings)
     tracing = tracer_provider("cli", settings.trace_file)
     tracer = tracing.get_tracer("i2v.cli")
-    client = await JobClient.connect(settings.nats_url, store)
     try:
         with tracer.start_as_current_span("i2v generate") as span:
             started = time.perf_counter()
@@ -103,6 +176,10 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
                 bars.close()
             wall = time.perf_counter() - started
         return _report(outcome, bars.timings, request, store, wall)
+    except ObjectStoreError as exc:
+        raise CliError(f"object store at {settings.s3_endpoint}: {exc}", 1) from None
+    except nats.errors.Error as exc:
+        raise CliError(f"NATS at {settings.nats_url}: {exc}", 1) from None
     finally:
         await client.close()
         tracing.shutdown()
@@ -134,7 +211,10 @@ def _report(
         raise CliError(f"job {job.job_id} failed at {outcome.stage}: {outcome.reason}", 1)
     if isinstance(outcome, JobCancelled):
         raise CliError(f"job {job.job_id} was cancelled", 1)
-    request.output.write_bytes(store.get(outcome.video))
+    try:
+        request.output.write_bytes(store.get(outcome.video))
+    except OSError as exc:
+        raise CliError(f"job {job.job_id} done but {request.output} cannot be written: {exc.strerror}", 1) from None
     stages = "  ".join(f"{s.value} {timings[s]:.2f}s" for s in PIPELINE_ORDER if s in timings)
     print(f"video     {request.output.resolve()}")
     print(f"job       {job.job_id}")
@@ -198,6 +278,30 @@ class ProgressBars:
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+_SIDE = 64
+_MIN_SIDE, _MAX_SIDE = 64, 2048
+
+
+def parse_resolution(text: str) -> Resolution:
+    """``WxH`` from --resolution; a bad size says what is allowed and the nearest size that is."""
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise CliError(f"--resolution: give it as WIDTHxHEIGHT, e.g. 1024x576 (got {text!r})")
+    width, height = (int(p) for p in parts)
+    try:
+        return Resolution(width=width, height=height)
+    except ValidationError:
+        nearest = "x".join(str(_nearest_side(side)) for side in (width, height))
+        raise CliError(
+            f"--resolution {text}: width and height must be multiples of {_SIDE} "
+            f"from {_MIN_SIDE} to {_MAX_SIDE}; the nearest valid size is {nearest}"
+        ) from None
+
+
+def _nearest_side(side: int) -> int:
+    return min(max(round(side / _SIDE) * _SIDE, _MIN_SIDE), _MAX_SIDE)
 
 
 def params_from(values: dict[str, object]) -> GenerationParams:

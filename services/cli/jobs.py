@@ -1,4 +1,4 @@
-"""``i2v jobs`` and ``i2v dlq``: operate on a running stack (I2V_NATS_URL, I2V_S3_* settings)."""
+"""``i2v jobs`` and ``i2v dlq``: operate on a running stack (found as :mod:`services.cli.settings` says)."""
 
 import asyncio
 import contextlib
@@ -6,51 +6,58 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import nats
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+import nats.errors
 
 from contracts.messages import DeadLetter
 from contracts.stages import Stage
-from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS
+from infra.objectstore import ObjectStoreError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
-from services.jobclient import JobClient, JobNotFoundError, JobStateError
+from services.jobclient import BusUnreachableError, JobClient, JobNotFoundError, JobStateError
 from services.objectstore import object_store_from
 
 T = TypeVar("T")
 
 
 def _with_client(settings: Settings, action: Callable[[JobClient], Awaitable[T]]) -> T:
-    try:
-        settings.require_connections()
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
-    store = object_store_from(settings)
+    """Run ``action`` on a connected client; every failure the user can act on becomes one line."""
+    store = store_for(settings)
 
     async def run() -> T:
         try:
             client = await JobClient.connect(settings.nats_url, store)
-        except (OSError, nats.errors.Error) as exc:
-            raise CliError(f"cannot reach NATS at {settings.nats_url}: {exc}", 1) from None
+        except BusUnreachableError as exc:
+            raise CliError(f"{exc}; is `i2v stack up` running?", 1) from None
         try:
             return await action(client)
         except JobNotFoundError as exc:
             raise CliError(f"no job {exc.args[0]!r} on this stack", 1) from None
         except JobStateError as exc:
             raise CliError(str(exc), 1) from None
+        except ObjectStoreError as exc:
+            raise CliError(f"object store at {settings.s3_endpoint}: {exc}", 1) from None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise CliError(f"NATS at {settings.nats_url}: {exc or type(exc).__name__}", 1) from None
         finally:
             await client.close()
 
     return asyncio.run(run())
 
 
+def store_for(settings: Settings) -> S3ObjectStore:
+    """The stack's object store; a malformed endpoint is a one-line error."""
+    try:
+        return object_store_from(settings)
+    except ValueError as exc:
+        raise CliError(f"setting I2V_S3_ENDPOINT: {exc}") from None
+
+
 def cancel_job(settings: Settings, job_id: str) -> int:
     history = _with_client(settings, lambda client: client.cancel(job_id, reason="i2v jobs cancel"))
     if history.terminal is not None:
-        print(f"job {job_id} already ended: {history.terminal.type}")
-    else:
-        print(f"cancel requested for job {job_id} (generation {history.generation})")
+        status = history.terminal.type.removeprefix("Job").lower()
+        raise CliError(f"job {job_id} already ended ({status}); there is nothing to cancel", 1)
+    print(f"cancel requested for job {job_id} (generation {history.generation})")
     return 0
 
 
@@ -69,39 +76,8 @@ def show_job(settings: Settings, job_id: str) -> int:
     return 0
 
 
-async def _dead_letters(settings: Settings) -> list[tuple[int, DeadLetter]]:
-    nc = await nats.connect(settings.nats_url, connect_timeout=5)
-    try:
-        js = nc.jetstream()
-        try:
-            info = await js.stream_info(DLQ_STREAM)
-        except NotFoundError:
-            return []
-        if info.state.messages == 0:
-            return []
-        sub = await js.subscribe(
-            DLQ_SUBJECTS,
-            stream=DLQ_STREAM,
-            ordered_consumer=True,
-            config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
-        )
-        letters: list[tuple[int, DeadLetter]] = []
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=2.0)
-            except TimeoutError:
-                break
-            letters.append((msg.metadata.sequence.stream, DeadLetter.model_validate_json(msg.data)))
-            if msg.metadata.num_pending == 0:
-                break
-        await sub.unsubscribe()
-        return letters
-    finally:
-        await nc.close()
-
-
 def dlq_list(settings: Settings) -> int:
-    letters = asyncio.run(_dead_letters(settings))
+    letters = _with_client(settings, lambda client: client.dead_letters())
     if not letters:
         print("no dead letters")
     for seq, letter in letters:
@@ -113,7 +89,7 @@ def dlq_list(settings: Settings) -> int:
 
 
 def _letter(settings: Settings, seq: int) -> DeadLetter:
-    for found, letter in asyncio.run(_dead_letters(settings)):
+    for found, letter in _with_client(settings, lambda client: client.dead_letters()):
         if found == seq:
             return letter
     raise CliError(f"no dead letter with id {seq}; `i2v dlq list` shows them", 1)

@@ -26,7 +26,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="i2v", description="Turn a still image into a short video with Stable Video Diffusion.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    gen = sub.add_parser("generate", help="make a video from an image through the whole pipeline")
+    gen = sub.add_parser(
+        "generate",
+        help="make a video from an image through the whole pipeline",
+        description="Make a video from an image. Without --nats/--s3 an embedded stack starts for this one job.",
+        epilog=(
+            "A running stack (--nats and --s3, or I2V_NATS_URL and I2V_S3_ENDPOINT) also needs its S3 keys in "
+            "I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY; `i2v stack up` writes all of them to STATE/stack.env "
+            "(`set -a; . .i2v/stack.env; set +a` exports them)."
+        ),
+    )
     gen.add_argument("image", type=Path, help="a JPEG, PNG or WebP picture")
     gen.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to write the MP4")
     gen.add_argument("--duration", type=int, help="seconds, 1-8 (default 4)")
@@ -43,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--resolution", help="WxH, multiples of 64 (default: the model's, aspect kept)")
     gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
     gen.add_argument("--nats", help="NATS URL of a running stack (default: start the embedded one)")
-    gen.add_argument("--s3", help="S3 endpoint of a running stack")
+    gen.add_argument(
+        "--s3", help="S3 endpoint of a running stack; its keys come from I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY"
+    )
     gen.add_argument("--state-dir", type=Path, help="where the embedded stack keeps its data (default: a temp dir)")
     gen.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
 
@@ -53,7 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     stack = sub.add_parser("stack", help="the embedded stack")
     stack_sub = stack.add_subparsers(dest="stack_command", required=True, parser_class=_Parser)
     up = stack_sub.add_parser("up", help="run nats-server, SeaweedFS and every service in the foreground")
-    up.add_argument("--state-dir", type=Path, default=Path(".i2v"), help="data folder (default ./.i2v)")
+    up.add_argument(
+        "--state-dir",
+        type=Path,
+        help="data folder; stack.env there tells other i2v commands where the stack runs "
+        "(default I2V_STATE_DIR or ./.i2v)",
+    )
 
     jobs = sub.add_parser("jobs", help="cancel, replay or inspect jobs on a running stack")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
@@ -67,13 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     dlq = sub.add_parser("dlq", help="dead letters: commands that exhausted their deliveries")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
-    dlq_sub.add_parser("list", help="every dead letter, oldest first")
+    dlq_list = dlq_sub.add_parser("list", help="every dead letter, oldest first")
     dlq_show = dlq_sub.add_parser("show", help="one dead letter in full")
     dlq_show.add_argument("id", type=int)
     dlq_replay = dlq_sub.add_parser("replay", help="replay the dead letter's job from its stage")
     dlq_replay.add_argument("id", type=int)
+    for p in (cancel, replay, show_job, dlq_list, dlq_show, dlq_replay):
+        p.add_argument(
+            "--state-dir", type=Path, help="state folder of the running stack (default I2V_STATE_DIR or ./.i2v)"
+        )
 
-    accounts = sub.add_parser("accounts", help="points accounts in the ledger (I2V_LEDGER_DSN)")
+    accounts = sub.add_parser("accounts", help="points accounts in the stack's ledger")
     acc_sub = accounts.add_subparsers(dest="accounts_command", required=True, parser_class=_Parser)
     create = acc_sub.add_parser("create", help="create an account")
     create.add_argument("name")
@@ -86,7 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     key = acc_sub.add_parser("key", help="issue a new API key for an account (the old one stops working)")
     key.add_argument("name")
     for p in (create, credit, show, key):
-        p.add_argument("--state-dir", type=Path, help="ledger of this embedded state folder (default I2V_STATE_DIR)")
+        p.add_argument(
+            "--state-dir",
+            type=Path,
+            help="state folder whose ledger to use (default I2V_LEDGER_DSN, else I2V_STATE_DIR or ./.i2v)",
+        )
     return parser
 
 
@@ -112,33 +136,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("i2v: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a user gets one line, never a traceback; I2V_DEBUG=1 shows it
+        if os.environ.get("I2V_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:500]
+        print(f"i2v: error: unexpected {type(exc).__name__}: {text} (I2V_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
     raise AssertionError(args.command)
 
 
-def _settings(**overrides: object):  # type: ignore[no-untyped-def]
-    from pydantic import ValidationError
-
-    from services.config import Settings
-
-    try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})  # type: ignore[arg-type]
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise CliError(f"setting I2V_{str(first['loc'][0]).upper()}: {first['msg']}") from None
-
-
 def _generate(args: argparse.Namespace) -> int:
-    from contracts.params import Resolution
-    from services.cli.generate import GenerateRequest, params_from, run_generate
+    from services.cli.generate import GenerateRequest, params_from, parse_resolution, run_generate
+    from services.cli.settings import load_settings
 
     logging.getLogger().setLevel(logging.WARNING)
-    settings = _settings(nats_url=args.nats, s3_endpoint=args.s3)
-    resolution = None
-    if args.resolution:
-        try:
-            resolution = Resolution.parse(args.resolution)
-        except ValueError as exc:
-            raise CliError(f"--resolution: {str(exc).splitlines()[0]}") from None
+    # generate starts its own stack unless told where one runs: the state folder's file is not read.
+    settings = load_settings(from_stack_file=False, nats_url=args.nats, s3_endpoint=args.s3)
+    resolution = parse_resolution(args.resolution) if args.resolution else None
     params = params_from(
         {
             "duration": args.duration,
@@ -163,7 +177,9 @@ def _serve(service: str) -> int:
     import asyncio
     import importlib
 
-    settings = _settings()
+    from services.cli.settings import load_settings
+
+    settings = load_settings(from_stack_file=False)
     try:
         settings.require_connections()
     except ValueError as exc:
@@ -178,8 +194,12 @@ def _serve(service: str) -> int:
     return 0
 
 
-def _stack_up(state_dir: Path) -> int:
+def _stack_up(state_dir: Path | None) -> int:
+    from services.cli.settings import state_folder
     from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
+    from services.stack.state_file import stack_file
+
+    state_dir = state_folder(state_dir)
 
     stopping = False
 
@@ -194,6 +214,7 @@ def _stack_up(state_dir: Path) -> int:
     try:
         for key, value in stack.env().items():
             print(f"export {key}={value}")
+        print(f"settings for i2v commands: {stack_file(stack.state_dir)} (read from the state folder)", flush=True)
         print(f"web page and API: {stack.gateway_url}", flush=True)
         print(f"an API key for the page: i2v accounts key {LOCAL_ACCOUNT} --state-dir {state_dir}", flush=True)
         print("stack up; Ctrl-C stops everything", flush=True)
@@ -209,8 +230,10 @@ def _stack_up(state_dir: Path) -> int:
 
 def _operate(args: argparse.Namespace) -> int:
     from services.cli import jobs
+    from services.cli.settings import load_settings, require_stack
 
-    settings = _settings()
+    settings = load_settings(args.state_dir)
+    require_stack(settings, args.state_dir)
     if args.command == "jobs":
         if args.jobs_command == "cancel":
             return jobs.cancel_job(settings, args.job)
@@ -225,11 +248,26 @@ def _operate(args: argparse.Namespace) -> int:
 
 
 def _accounts(args: argparse.Namespace) -> int:
-    from services.billing.ledger import AccountExistsError, UnknownAccountError, open_ledger
+    import psycopg
+
+    from services.billing.ledger import AccountExistsError, LedgerNotFoundError, UnknownAccountError, open_ledger
+    from services.cli.settings import load_settings
     from services.gateway.auth import hash_api_key, new_api_key
 
-    settings = _settings(state_dir=args.state_dir)
-    ledger = open_ledger(settings.resolved_ledger_dsn())
+    settings = load_settings(args.state_dir)
+    dsn = settings.resolved_ledger_dsn()
+    try:
+        # Never create one here: a ledger appears where a stack runs, not wherever the command is typed.
+        ledger = open_ledger(dsn, create=False)
+    except LedgerNotFoundError:
+        raise CliError(
+            f"no ledger found at {dsn}; run the command where `i2v stack up` ran, "
+            "or point at one with --state-dir or I2V_LEDGER_DSN",
+            1,
+        ) from None
+    except psycopg.OperationalError as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CliError(f"cannot reach the PostgreSQL ledger (I2V_LEDGER_DSN): {reason}", 1) from None
     try:
         if args.accounts_command == "create":
             key = new_api_key()

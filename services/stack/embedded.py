@@ -2,6 +2,12 @@
 
 Children are supervised: one that dies is restarted with backoff and the restart is logged; its
 in-flight command is redelivered by JetStream once the ack deadline passes.
+
+One source of settings: :meth:`EmbeddedStack.env` is the shell's ``I2V_*`` variables with the stack's
+own (its servers and keys, state folder, demo account, gateway address) on top. Children get exactly
+these ``I2V_*`` variables, :meth:`EmbeddedStack.settings` parses the same mapping, and the state
+folder's ``stack.env`` records it for ``i2v`` commands. So ``I2V_S3_BUCKET`` or ``I2V_LEDGER_DSN`` in
+the shell apply to the services and the CLI alike.
 """
 
 import logging
@@ -17,8 +23,9 @@ from pathlib import Path
 from infra.nats_server import NatsServer
 from infra.ports import LOOPBACK, free_port
 from infra.seaweed import SeaweedS3
-from services.config import Settings
+from services.config import Settings, settings_from
 from services.objectstore import object_store_from
+from services.stack.state_file import remove_stack_file, write_stack_file
 
 log = logging.getLogger("i2v.stack")
 
@@ -28,6 +35,8 @@ WITH_GATEWAY = (*SERVICES, "gateway")
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_PER_PROCESS = frozenset({"I2V_READY_FILE"})
+"""Set per child by the stack; never taken from the shell nor shared."""
 
 
 @dataclass
@@ -51,6 +60,8 @@ class EmbeddedStack:
     s3: SeaweedS3 | None = None
     gateway_port: int | None = None
     _children: dict[str, _Child] = field(default_factory=dict)
+    _shell: dict[str, str] = field(default_factory=dict)
+    _wrote_stack_file: bool = False
 
     def __enter__(self) -> "EmbeddedStack":
         self.start()
@@ -64,6 +75,8 @@ class EmbeddedStack:
     def start(self, timeout: float = 180.0) -> None:
         self.state_dir = self.state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Taken once: a child restarted later gets the settings its siblings got.
+        self._shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_") and k not in _PER_PROCESS}
         t0 = time.perf_counter()
         self.nats = NatsServer(self.state_dir / "nats")
         self.s3 = SeaweedS3(self.state_dir / "seaweedfs")
@@ -77,12 +90,17 @@ class EmbeddedStack:
             for name in self.services:
                 self._spawn(name)
             self._wait_ready(time.monotonic() + timeout)
+            write_stack_file(self.state_dir, self.env())
+            self._wrote_stack_file = True
         except BaseException:
             self.stop()
             raise
         self.say(f"stack ready in {time.perf_counter() - t0:.1f}s: {', '.join(self.services)}")
 
     def stop(self) -> None:
+        if self._wrote_stack_file:
+            remove_stack_file(self.state_dir)
+            self._wrote_stack_file = False
         children = list(self._children.values())
         for child in children:
             if child.process.poll() is None:
@@ -103,9 +121,10 @@ class EmbeddedStack:
     # -- what the outside needs ----------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        """The I2V_* variables that point a service or the CLI at this stack."""
+        """Every I2V_* setting of this stack: the shell's, then the stack's own, then ``extra_env``."""
         assert self.nats is not None and self.s3 is not None, "stack not started"
         env = {
+            **self._shell,
             "I2V_NATS_URL": self.nats.url,
             "I2V_S3_ENDPOINT": self.s3.endpoint,
             "I2V_S3_ACCESS_KEY": self.s3.access_key,
@@ -127,16 +146,8 @@ class EmbeddedStack:
         return f"http://{LOOPBACK}:{self.gateway_port}"
 
     def settings(self) -> Settings:
-        env = self.env()
-        return Settings(
-            nats_url=env["I2V_NATS_URL"],
-            s3_endpoint=env["I2V_S3_ENDPOINT"],
-            s3_access_key=env["I2V_S3_ACCESS_KEY"],
-            s3_secret_key=env["I2V_S3_SECRET_KEY"],
-            state_dir=self.state_dir,
-            s3_bucket=env.get("I2V_S3_BUCKET", "i2v"),
-            ledger_dsn=env.get("I2V_LEDGER_DSN", ""),
-        )
+        """What the services of this stack read: :meth:`env`, parsed."""
+        return settings_from(self.env())
 
     def pid(self, name: str) -> int:
         return self._children[name].process.pid
@@ -154,7 +165,9 @@ class EmbeddedStack:
         ready.unlink(missing_ok=True)
         logs = self.state_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **self.env(), "I2V_READY_FILE": str(ready)}
+        # Exactly the stack's I2V_* settings: none inherited past env(), which already took the shell's.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
+        env = {**inherited, **self.env(), "I2V_READY_FILE": str(ready)}
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "serve", name],

@@ -20,6 +20,7 @@ from contracts.pricing import price_points
 from services.billing.ledger import (
     AccountExistsError,
     ApiKeyInUseError,
+    LedgerNotFoundError,
     Reservation,
     ReserveResult,
     SqlLedger,
@@ -477,3 +478,14 @@ def test_redeliveries_from_several_processes_debit_once(tmp_path: Path) -> None:
     assert sorted(job_id for job_id, r in outcomes if not r.already) == job_ids
     assert ledger.balance("alice") == START - 5 * PRICE
     assert ledger.reconcile() == []
+
+
+def test_opening_without_create_leaves_nothing_behind(tmp_path: Path) -> None:
+    missing = tmp_path / "state" / "ledger.sqlite3"
+
+    with pytest.raises(LedgerNotFoundError):
+        open_ledger(str(missing), create=False)
+
+    assert not missing.parent.exists()
+    open_ledger(str(missing)).create_account("alice", 1)
+    assert open_ledger(str(missing), create=False).balance("alice") == 1

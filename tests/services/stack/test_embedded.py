@@ -1,0 +1,57 @@
+"""The embedded stack's settings: one source for its services, its own settings() and the CLI's state file."""
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from infra.objectstore import minio_client
+from services.billing.ledger import open_ledger
+from services.config import settings_from
+from services.stack.embedded import LOCAL_ACCOUNT, LOCAL_ACCOUNT_POINTS, EmbeddedStack
+from services.stack.state_file import read_stack_file, stack_file
+
+pytestmark = pytest.mark.integration
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode().split("\0") if "=" in item)
+
+
+def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ledger_path = tmp_path / "elsewhere" / "books.sqlite3"
+    monkeypatch.setenv("I2V_S3_BUCKET", "shell-bucket")
+    monkeypatch.setenv("I2V_LEDGER_DSN", str(ledger_path))
+    monkeypatch.setenv("I2V_NATS_URL", "nats://127.0.0.1:9")  # a stale export: the stack's own server wins
+    state = tmp_path / "state"
+
+    with EmbeddedStack(state, services=("billing",)) as stack:
+        settings = stack.settings()
+        child = {k: v for k, v in _environ_of(stack.pid("billing")).items() if k.startswith("I2V_")}
+        client = read_stack_file(state)
+        mode = stat.S_IMODE(stack_file(state).stat().st_mode)
+        assert stack.nats is not None
+        nats_url = stack.nats.url
+        bucket_there = minio_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key).bucket_exists(
+            "shell-bucket"
+        )
+
+    # The stack's settings are what the shell asked for, on the stack's own servers.
+    assert (settings.s3_bucket, settings.resolved_ledger_dsn(), settings.nats_url) == (
+        "shell-bucket",
+        str(ledger_path),
+        nats_url,
+    )
+    assert bucket_there
+    # The billing process got exactly those settings: it opened the same ledger and made the demo account there.
+    assert child.pop("I2V_READY_FILE")
+    assert settings_from(child) == settings
+    assert open_ledger(str(ledger_path)).balance(LOCAL_ACCOUNT) == LOCAL_ACCOUNT_POINTS
+    assert not (state / "ledger.sqlite3").exists()
+    # The CLI's file says the same, readable by the owner only, and is gone once the stack stops.
+    assert client is not None and settings_from(client) == settings
+    assert mode == 0o600
+    assert not stack_file(state).exists()
+    assert os.environ["I2V_NATS_URL"] == "nats://127.0.0.1:9"
