@@ -6,7 +6,6 @@ from the events stream and starts the fan-out of live events.
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -14,14 +13,15 @@ from fastapi.staticfiles import StaticFiles
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
 from services.config import Settings
-from services.gateway import api, errors
+from services.gateway import errors
 from services.gateway.auth import TokenSigner, load_or_create_secret
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
+from services.gateway.model_sizes import ModelSize, ModelSizes, model_size_from_config
+from services.gateway.routers import account, jobs, pages, session
+from services.gateway.routers.pages import STATIC_DIR
 from services.gateway.runtime import Gateway, connect, disconnect
 from services.objectstore import object_store_from
-
-STATIC_DIR = Path(__file__).parent / "static"
 
 
 def build_app(
@@ -30,9 +30,11 @@ def build_app(
     ledger: Ledger | None = None,
     store: ObjectStore | None = None,
     index: JobsIndex | None = None,
+    model_size: ModelSize = model_size_from_config,
     heartbeat_s: float = 15.0,
 ) -> FastAPI:
-    """The gateway app; ``ledger``, ``store`` and ``index`` default to the ones settings name."""
+    """The gateway app; ``ledger``, ``store`` and ``index`` default to the ones settings name, and
+    ``model_size`` reads a model's size from its config files."""
     settings.require_connections()
     the_store = store or object_store_from(settings)
     gateway = Gateway(
@@ -42,6 +44,7 @@ def build_app(
         index=index or JobsIndex(settings.state_dir / "gateway.sqlite3"),
         signer=TokenSigner(load_or_create_secret(settings.gateway_secret, settings.state_dir)),
         media=MediaCache(the_store),
+        model_size=ModelSizes(model_size),
         heartbeat_s=heartbeat_s,
     )
 
@@ -68,6 +71,7 @@ def build_app(
     )
     app.state.gateway = gateway
     errors.install(app)
-    app.include_router(api.router)
+    for router in (session.router, account.router, jobs.router, pages.router):
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

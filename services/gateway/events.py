@@ -2,14 +2,14 @@
 
 One ordered consumer on the whole events stream feeds every client in the process (and the jobs
 index), so a thousand followers cost a thousand in-process queues, not a thousand consumers. Each
-event's SSE frame is encoded once and shared. A client that joins late, or resumes with
+event is read once and its public projection (:mod:`services.gateway.public_events`) encoded once as
+an SSE frame that every follower shares. A client that joins late, or resumes with
 ``Last-Event-ID``, first reads the job's history from the stream by sequence, then switches to the
 live feed; both are keyed by the stream sequence, so nothing is lost or repeated at the seam.
 """
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -19,9 +19,12 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
+from pydantic import ValidationError
 
-from contracts.messages import TERMINAL_TYPES
+from contracts.messages import Event, is_terminal, parse_event
 from contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, job_events_filter
+from services.gateway.progress import generation_of
+from services.gateway.public_events import public_event
 
 log = logging.getLogger("i2v.gateway.events")
 
@@ -31,28 +34,34 @@ CLIENT_QUEUE_LIMIT = 1024
 
 @dataclass(frozen=True)
 class Frame:
-    """One event ready for the wire: its stream sequence, type, and the encoded SSE frame."""
+    """One event ready for the wire: its stream sequence, the raw event (for the jobs index), the event
+    read, and its public projection as an SSE frame (empty for an event this gateway cannot read)."""
 
     sequence: int
-    type: str
     data: bytes
+    event: Event | None
     sse: bytes
 
     @property
     def terminal(self) -> bool:
-        return self.type in TERMINAL_TYPES
+        return is_terminal(self.event)
+
+    @property
+    def generation(self) -> int:
+        return generation_of(self.event) if self.event is not None else 0
 
 
 def frame(sequence: int, data: bytes) -> Frame:
-    """Encode one event as an SSE frame: ``id`` is the stream sequence, ``event`` the contract type."""
+    """Read one event and encode its public projection as an SSE frame: ``id`` is the stream
+    sequence, ``event`` the contract type, ``data`` what :func:`public_event` shows of it."""
     try:
-        kind = str(json.loads(data).get("type", "message"))
-    except (ValueError, AttributeError):
-        kind = "message"
-    # Contracts are compact JSON on one line; a stray newline would split the data field.
-    body = data.replace(b"\r", b"").replace(b"\n", b"")
-    sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (sequence, kind.encode(), body)
-    return Frame(sequence, kind, body, sse)
+        event = parse_event(data)
+    except ValidationError:
+        # A newer schema or a stray message: the index skips it, and clients are shown nothing.
+        return Frame(sequence, data, None, b"")
+    shown = public_event(event)
+    sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (sequence, event.type.encode(), shown.model_dump_json().encode())
+    return Frame(sequence, data, event, sse)
 
 
 class ClientTooSlowError(Exception):
@@ -111,21 +120,36 @@ class EventHub:
             for client in clients:
                 client.offer(item)
 
-    async def follow(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[Frame]:
-        """The job's events after ``after_sequence``: history first, then live, until the terminal one.
+    async def follow(self, job_id: str, after_sequence: int = 0, generation: int = 0) -> AsyncIterator[Frame]:
+        """The job's events after ``after_sequence``: history first, then live, until the terminal
+        event of its current generation (``generation`` or a later one that a replay started).
 
+        A terminal event of an older generation does not end the stream: after a cancel or a failure
+        comes a replay's ``ReplayRequested``, then the new generation's events.
         Raises :class:`ClientTooSlowError` when the caller falls too far behind the live feed.
         """
         client = _Client()
         # Register before reading history: whatever is published from now on lands in the queue.
         self._clients.setdefault(job_id, set()).add(client)
+        current, ended = generation, False
+
+        def ends(item: Frame) -> bool:
+            nonlocal current, ended
+            if item.generation > current:
+                current, ended = item.generation, False
+            if item.terminal and item.generation >= current:
+                ended = True
+            return ended
+
         try:
             last = after_sequence
             async for item in self._history(job_id, after_sequence):
                 last = item.sequence
+                ends(item)
                 yield item
-                if item.terminal:
-                    return
+            # Decided once the whole history is read: a replay may follow a terminal event.
+            if ended:
+                return
             while True:
                 if client.overflowed and client.queue.empty():
                     raise ClientTooSlowError(job_id)
@@ -134,7 +158,7 @@ class EventHub:
                     continue  # also read from history
                 last = item.sequence
                 yield item
-                if item.terminal:
+                if ends(item):
                     return
         finally:
             followers = self._clients.get(job_id)
@@ -176,7 +200,8 @@ async def frames_with_heartbeats(frames: AsyncIterator[Frame], every_s: float) -
                 return
             finally:
                 pending = None
-            yield item.sse
+            if item.sse:
+                yield item.sse
     finally:
         if pending is not None:
             pending.cancel()

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.messages import Event, JobSpec
-from services.gateway.progress import TERMINAL_STATUSES, JobView
+from contracts.messages import parse_event
+from services.gateway.progress import TERMINAL_STATUSES, JobView, job_id_of, spec_of
 
 _VIEW: TypeAdapter[JobView] = TypeAdapter(JobView)
 _BUSY_TIMEOUT_S = 30.0
@@ -29,7 +29,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS jobs_by_account ON jobs (account, job_id)",
     "CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), sequence INTEGER NOT NULL)",
 )
-_TERMINAL_SQL = ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES))
+_TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
 
 class JobsIndex:
@@ -61,11 +61,6 @@ class JobsIndex:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-
-    def add(self, view: JobView) -> None:
-        """Record a job just submitted."""
-        with self._write() as conn:
-            _store(conn, view)
 
     def add_if_room(self, view: JobView, max_active: int) -> int | None:
         """Record the job unless its account already has ``max_active`` unfinished jobs; returns that
@@ -124,8 +119,6 @@ class JobsIndex:
         Events of jobs this gateway never saw are skipped unless they carry the job's spec (a
         terminal event of a job submitted elsewhere, e.g. by the CLI), which then opens a row.
         """
-        from contracts.messages import parse_event
-
         if not events:
             return 0
         changed: dict[str, JobView] = {}
@@ -135,9 +128,10 @@ class JobsIndex:
                     event = parse_event(data)
                 except ValidationError:
                     continue  # a newer schema or a stray message: not ours to fold
-                view = changed.get(event_job_id(event)) or _load(conn, event_job_id(event))
+                job_id = job_id_of(event)
+                view = changed.get(job_id) or _load(conn, job_id)
                 if view is None:
-                    spec: JobSpec | None = getattr(event, "job", None)
+                    spec = spec_of(event)
                     if spec is None:
                         continue
                     view = JobView.submitted(spec)
@@ -152,11 +146,6 @@ class JobsIndex:
                 (last,),
             )
         return len(changed)
-
-
-def event_job_id(event: Event) -> str:
-    spec: JobSpec | None = getattr(event, "job", None)
-    return spec.job_id if spec is not None else str(getattr(event, "job_id", ""))
 
 
 def _active(conn: sqlite3.Connection, account: str) -> int:
@@ -176,5 +165,5 @@ def _store(conn: sqlite3.Connection, view: JobView) -> None:
         "INSERT INTO jobs (job_id, account, status, deleted, view) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, deleted = excluded.deleted,"
         " view = excluded.view",
-        (view.job_id, view.account, view.status, int(view.deleted), _VIEW.dump_json(view).decode()),
+        (view.job_id, view.account, view.status.value, int(view.deleted), _VIEW.dump_json(view).decode()),
     )

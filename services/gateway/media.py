@@ -1,4 +1,4 @@
-"""Serving a job's video and poster with HTTP Range, so players can seek.
+"""Serving a job's video and poster with HTTP Range, so players can seek, and ETags, so they revalidate.
 
 Videos are a few MB: the gateway reads the object once (verified against its sha256), keeps the
 most recent ones in a small byte-bounded cache, and answers each range from memory. A player asks
@@ -84,17 +84,34 @@ def _unsatisfiable(size: int) -> ApiError:
     )
 
 
-def media_response(data: bytes, content_type: str, etag: str, range_header: str | None, filename: str) -> Response:
-    """200 with the whole file, or 206 with the one range asked for."""
-    headers = {
+def entity_tag(ref: ObjectRef) -> str:
+    """The object's strong ETag: its content hash, so a replay's new video gets a new tag."""
+    return f'"{ref.sha256}"'
+
+
+def matches(condition: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` list names ``etag`` (weak comparison, as RFC 9110 asks for it)."""
+    if condition is None:
+        return False
+    tags = [tag.strip() for tag in condition.split(",")]
+    return any(tag == "*" or tag.removeprefix("W/") == etag for tag in tags)
+
+
+def media_headers(etag: str, filename: str, download: bool) -> dict[str, str]:
+    disposition = "attachment" if download else "inline"
+    return {
         "Accept-Ranges": "bytes",
-        "ETag": f'"{etag}"',
+        "ETag": etag,
         "Cache-Control": "private, max-age=3600",
-        "Content-Disposition": f'inline; filename="{filename}"',
+        "Content-Disposition": f'{disposition}; filename="{filename}"',
     }
+
+
+def media_response(data: bytes, content_type: str, headers: dict[str, str], range_header: str | None) -> Response:
+    """200 with the whole file, or 206 with the one range asked for."""
     span = parse_range(range_header, len(data)) if range_header else None
     if span is None:
         return Response(data, media_type=content_type, headers=headers)
     first, last = span
-    headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
-    return Response(data[first : last + 1], status_code=206, media_type=content_type, headers=headers)
+    ranged = {**headers, "Content-Range": f"bytes {first}-{last}/{len(data)}"}
+    return Response(data[first : last + 1], status_code=206, media_type=content_type, headers=ranged)

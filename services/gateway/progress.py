@@ -2,9 +2,14 @@
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from contracts.failures import FailureCode
 from contracts.messages import (
+    CancelRequested,
     Event,
     JobCancelled,
     JobCompleted,
@@ -15,15 +20,36 @@ from contracts.messages import (
     StageFinished,
     StageProgress,
     StageStarted,
+    Terminal,
 )
+from contracts.params import GenerationParams
 from contracts.pricing import price_points
 from contracts.refs import ObjectRef
 from contracts.stages import PIPELINE_ORDER, Stage
 
-Status = Literal[
-    "queued", "preprocessing", "generating", "decoding", "muxing", "succeeded", "failed", "cancelled", "rejected"
-]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "rejected"})
+
+class JobStatus(StrEnum):
+    """Where a job stands, as the API and the page name it."""
+
+    QUEUED = "queued"
+    PREPROCESSING = "preprocessing"
+    GENERATING = "generating"
+    DECODING = "decoding"
+    MUXING = "muxing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.REJECTED}
+)
+"""The statuses a terminal event (``contracts.messages.is_terminal``) leaves a generation in."""
 
 # Share of the bar each stage fills; denoising is where the time goes.
 STAGE_WEIGHTS: dict[Stage, int] = {
@@ -33,13 +59,68 @@ STAGE_WEIGHTS: dict[Stage, int] = {
     Stage.DECODE: 15,
     Stage.MUX: 5,
 }
-_STATUS_OF_STAGE: dict[Stage, Status] = {
-    Stage.INGEST: "preprocessing",
-    Stage.BILLING: "preprocessing",
-    Stage.LATENT: "generating",
-    Stage.DECODE: "decoding",
-    Stage.MUX: "muxing",
+_STATUS_OF_STAGE: dict[Stage, JobStatus] = {
+    Stage.INGEST: JobStatus.PREPROCESSING,
+    Stage.BILLING: JobStatus.PREPROCESSING,
+    Stage.LATENT: JobStatus.GENERATING,
+    Stage.DECODE: JobStatus.DECODING,
+    Stage.MUX: JobStatus.MUXING,
 }
+
+CANCELLED: Literal["cancelled"] = "cancelled"
+
+
+class JobError(BaseModel):
+    """Why the job's current generation ended without a video."""
+
+    model_config = ConfigDict(frozen=True)
+
+    code: FailureCode | Literal["cancelled"]
+    message: str
+    stage: Stage | None = None
+
+    @field_validator("stage", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return value or None  # index rows written before stages were typed say "" for "none"
+
+
+class JobOutput(BaseModel):
+    """The delivered video, as the client sees it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    frame_count: int
+    fps: int
+    duration_s: float
+    width: int
+    height: int
+    size_bytes: int
+
+    @classmethod
+    def of(cls, event: JobCompleted) -> "JobOutput":
+        return cls(
+            frame_count=event.frame_count,
+            fps=event.fps,
+            duration_s=event.duration_s,
+            width=event.width,
+            height=event.height,
+            size_bytes=event.video.size,
+        )
+
+
+def spec_of(event: Event) -> JobSpec | None:
+    """The job's spec, which terminal events carry (so a job submitted elsewhere can be indexed)."""
+    return event.job if isinstance(event, Terminal) else None
+
+
+def job_id_of(event: Event) -> str:
+    return event.job.job_id if isinstance(event, Terminal) else event.job_id
+
+
+def generation_of(event: Event) -> int:
+    """The job generation an event belongs to."""
+    return event.job.generation if isinstance(event, Terminal) else event.generation
 
 
 @dataclass
@@ -49,46 +130,52 @@ class JobView:
     job_id: str
     account: str
     created_at: datetime
-    params: dict[str, Any]
+    params: GenerationParams
     price: int
     generation: int = 0
-    status: Status = "queued"
+    status: JobStatus = JobStatus.QUEUED
     stage: Stage | None = None
     step: int = 0
     total: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-    error: dict[str, str] | None = None
+    timings: dict[Stage, float] = field(default_factory=dict)
+    error: JobError | None = None
     cancel_requested: bool = False
     last_sequence: int = 0
     video: ObjectRef | None = None
     poster: ObjectRef | None = None
-    output: dict[str, Any] | None = None
+    output: JobOutput | None = None
     deleted: bool = False
 
     @classmethod
     def submitted(cls, spec: JobSpec) -> "JobView":
-        params = spec.params.model_dump(mode="json")
         return cls(
             job_id=spec.job_id,
             account=spec.account,
             created_at=spec.submitted_at,
-            params=params,
+            params=spec.params,
             price=price_points(spec.params.duration, spec.params.fps),
             generation=spec.generation,
         )
 
     @property
     def terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
+        return self.status.terminal
+
+    @property
+    def stopped_at(self) -> Stage:
+        """The stage a replay starts from by default: where the current generation ended."""
+        if self.error is not None and self.error.stage is not None:
+            return self.error.stage
+        return Stage.INGEST
 
     @property
     def progress(self) -> int:
         """Overall percent, 0-100; 100 only once the video is delivered."""
-        if self.status == "succeeded":
+        if self.status == JobStatus.SUCCEEDED:
             return 100
-        done = sum(STAGE_WEIGHTS[Stage(s)] for s in self.timings if s in STAGE_WEIGHTS)
+        done = sum(STAGE_WEIGHTS[s] for s in self.timings)
         current = 0.0
-        if self.stage is not None and self.stage.value not in self.timings and self.total > 0:
+        if self.stage is not None and self.stage not in self.timings and self.total > 0:
             current = STAGE_WEIGHTS[self.stage] * min(self.step, self.total) / self.total
         return min(99, int(done + current))
 
@@ -97,57 +184,53 @@ class JobView:
         if sequence <= self.last_sequence:
             return False
         self.last_sequence = sequence
-        generation = event.job.generation if hasattr(event, "job") else getattr(event, "generation", 0)
+        generation = generation_of(event)
         if generation < self.generation:
             return False
         if isinstance(event, ReplayRequested):
-            self._restart(event.generation, keep_before=event.stage)
+            self.replayed(event.generation, event.stage)
             return True
         if generation > self.generation:
             self._restart(generation, keep_before=None)
-        if isinstance(event, StageStarted):
-            self.stage, self.step, self.total = event.stage, 0, 0
-            self.timings.pop(event.stage.value, None)
-            if not self.terminal:
-                self.status = _STATUS_OF_STAGE[event.stage]
-        elif isinstance(event, StageProgress):
-            if event.stage == self.stage:
-                self.step, self.total = event.step, event.total
-        elif isinstance(event, StageFinished):
-            self.timings[event.stage.value] = event.seconds
-        elif isinstance(event, JobCompleted):
-            self.status = "succeeded"
-            self.price = event.price
-            self.video, self.poster = event.video, event.poster
-            self.output = {
-                "frame_count": event.frame_count,
-                "fps": event.fps,
-                "duration_s": event.duration_s,
-                "width": event.width,
-                "height": event.height,
-                "size_bytes": event.video.size,
-            }
-        elif isinstance(event, JobFailed):
-            self.status = "failed"
-            self.error = {"code": event.code, "message": event.reason, "stage": event.stage.value}
-        elif isinstance(event, JobRejected):
-            self.status = "rejected"
-            self.price = event.price
-            self.error = {"code": event.code, "message": event.reason, "stage": Stage.BILLING.value}
-        elif isinstance(event, JobCancelled):
-            self.status = "cancelled"
-            stage = event.stage.value if event.stage else ""
-            self.error = {"code": "cancelled", "message": "the job was cancelled", "stage": stage}
-        else:  # CancelRequested
-            self.cancel_requested = True
+        match event:
+            case StageStarted():
+                self.stage, self.step, self.total = event.stage, 0, 0
+                self.timings.pop(event.stage, None)
+                if not self.terminal:
+                    self.status = _STATUS_OF_STAGE[event.stage]
+            case StageProgress():
+                if event.stage == self.stage:
+                    self.step, self.total = event.step, event.total
+            case StageFinished():
+                self.timings[event.stage] = event.seconds
+            case JobCompleted():
+                self.status = JobStatus.SUCCEEDED
+                self.price = event.price
+                self.video, self.poster = event.video, event.poster
+                self.output = JobOutput.of(event)
+            case JobFailed():
+                self.status = JobStatus.FAILED
+                self.error = JobError(code=event.code, message=event.reason, stage=event.stage)
+            case JobRejected():
+                self.status = JobStatus.REJECTED
+                self.price = event.price
+                self.error = JobError(code=event.code, message=event.reason, stage=Stage.BILLING)
+            case JobCancelled():
+                self.status = JobStatus.CANCELLED
+                self.error = JobError(code=CANCELLED, message="the job was cancelled", stage=event.stage)
+            case CancelRequested():
+                self.cancel_requested = True
         return True
 
+    def replayed(self, generation: int, stage: Stage) -> None:
+        """The job runs again from ``stage`` under ``generation``: the stages before it still stand."""
+        self._restart(generation, keep_before=stage)
+
     def _restart(self, generation: int, keep_before: Stage | None) -> None:
-        # A replay reruns from one stage: timings of the stages before it still stand.
-        kept = PIPELINE_ORDER[: PIPELINE_ORDER.index(keep_before)] if keep_before else ()
+        kept = set(PIPELINE_ORDER[: PIPELINE_ORDER.index(keep_before)]) if keep_before else set()
         self.generation = generation
-        self.timings = {s: t for s, t in self.timings.items() if s in {k.value for k in kept}}
-        self.status, self.stage, self.step, self.total = "queued", None, 0, 0
+        self.timings = {s: t for s, t in self.timings.items() if s in kept}
+        self.status, self.stage, self.step, self.total = JobStatus.QUEUED, None, 0, 0
         self.error, self.cancel_requested = None, False
         self.video = self.poster = None
         self.output = None

@@ -6,7 +6,6 @@ Built by :func:`services.gateway.app.build_app`; connected and disconnected by t
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -15,65 +14,41 @@ import nats
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from contracts.refs import ObjectRef
 from contracts.subjects import EVENTS_STREAM
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger
 from services.bus.streams import ensure_streams
 from services.config import Settings
 from services.gateway.auth import TokenSigner
+from services.gateway.errors import ApiError
 from services.gateway.events import EventHub, Frame
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
+from services.gateway.model_sizes import ModelSizes
 from services.jobclient import JobClient
 
 log = logging.getLogger("i2v.gateway")
 
 _INDEX_BATCH = 512
-
-
-class PreStoredUploads:
-    """The object store as JobClient sees it: an upload the gateway already stored (off the event
-    loop) is handed back instead of being written again on the loop."""
-
-    def __init__(self, store: ObjectStore) -> None:
-        self._store = store
-        self.bucket = store.bucket
-        self._ready: dict[str, ObjectRef] = {}
-        self._lock = threading.Lock()
-
-    def stored(self, ref: ObjectRef) -> None:
-        with self._lock:
-            self._ready[ref.key] = ref
-
-    def put(self, key: str, data: bytes, content_type: str) -> ObjectRef:
-        with self._lock:
-            ref = self._ready.pop(key, None)
-        if ref is not None and ref.size == len(data):
-            return ref
-        return self._store.put(key, data, content_type)
-
-    def get(self, ref: ObjectRef) -> bytes:
-        return self._store.get(ref)
-
-    def head(self, key: str) -> ObjectRef | None:
-        return self._store.head(key)
-
-    def delete_prefix(self, prefix: str) -> int:
-        return self._store.delete_prefix(prefix)
-
-    def presigned_get_url(self, ref: ObjectRef, expires_s: int) -> str:
-        return self._store.presigned_get_url(ref, expires_s)
+_RETRY_FIRST_S = 0.1
+_RETRY_MAX_S = 5.0
 
 
 class IndexWriter:
-    """Folds live events into the jobs index in batches, off the event loop."""
+    """Folds live events into the jobs index in batches, off the event loop.
 
-    def __init__(self, index: JobsIndex) -> None:
+    A batch that fails to fold is kept and tried again with backoff; nothing after it is folded
+    before it is, so the checkpoint never passes an event the index does not hold.
+    """
+
+    def __init__(self, index: JobsIndex, *, retry_max_s: float = _RETRY_MAX_S) -> None:
         self._index = index
+        self._retry_max_s = retry_max_s
         self._queue: asyncio.Queue[Frame] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.folded_sequence = 0
+        self.error: str | None = None
+        """Why the last fold failed, while the index is behind; None when it is current."""
         self._changed = asyncio.Event()
 
     def offer(self, item: Frame) -> None:
@@ -89,7 +64,8 @@ class IndexWriter:
                 await self._task
 
     async def wait_for(self, sequence: int, timeout_s: float) -> bool:
-        """Wait until events up to ``sequence`` are folded in (for a read right after an event)."""
+        """Wait until events up to ``sequence`` are folded in (for a read right after an event);
+        False when they are not within ``timeout_s``, e.g. while folding fails."""
         deadline = time.monotonic() + timeout_s
         while self.folded_sequence < sequence:
             left = deadline - time.monotonic()
@@ -101,16 +77,32 @@ class IndexWriter:
         return True
 
     async def _run(self) -> None:
+        batch: list[Frame] = []
+        delay = 0.0
         while True:
-            batch = [await self._queue.get()]
+            if not batch:
+                batch.append(await self._queue.get())
             while not self._queue.empty() and len(batch) < _INDEX_BATCH:
                 batch.append(self._queue.get_nowait())
-            events = [(f.sequence, f.data) for f in batch]
             try:
-                await anyio.to_thread.run_sync(self._index.fold, events)
-            except Exception:
-                log.exception("folding %d events into the jobs index failed", len(events))
+                await anyio.to_thread.run_sync(self._index.fold, [(f.sequence, f.data) for f in batch])
+            except Exception as exc:
+                delay = min(max(delay * 2, _RETRY_FIRST_S), self._retry_max_s)
+                self.error = f"{type(exc).__name__}: {exc}"
+                log.exception(
+                    "folding %d events (up to sequence %d) into the jobs index failed; the index is behind,"
+                    " retrying in %.1f s",
+                    len(batch),
+                    batch[-1].sequence,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if self.error is not None:
+                log.info("the jobs index caught up to sequence %d", batch[-1].sequence)
+            self.error, delay = None, 0.0
             self.folded_sequence = max(self.folded_sequence, batch[-1].sequence)
+            batch = []
             self._changed.set()
 
 
@@ -124,9 +116,9 @@ class Gateway:
     index: JobsIndex
     signer: TokenSigner
     media: MediaCache
+    model_size: ModelSizes
     heartbeat_s: float = 15.0
     max_upload_bytes: int = 25 * 2**20
-    uploads: PreStoredUploads | None = None
     nc: Client | None = None
     client: JobClient | None = None
     hub: EventHub | None = None
@@ -143,11 +135,6 @@ class Gateway:
             raise RuntimeError("the gateway is not connected to NATS")
         return self.nc.jetstream()
 
-    def uploaded(self, ref: ObjectRef) -> None:
-        """Tell the bus client an upload is already stored."""
-        if self.uploads is not None:
-            self.uploads.stored(ref)
-
     def events(self) -> EventHub:
         if self.hub is None:
             raise RuntimeError("the gateway is not connected to NATS")
@@ -155,13 +142,16 @@ class Gateway:
 
 
 async def connect(gateway: Gateway) -> None:
+    """Connect to NATS, catch the jobs index up from its checkpoint and start the live feed."""
     settings = gateway.settings
+    # The first look-up of a model's size imports the pipeline's model module: now, not in an upload.
+    with contextlib.suppress(ApiError):
+        await anyio.to_thread.run_sync(gateway.model_size, settings.model)
     nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1)
     js = nc.jetstream()
     await ensure_streams(js)
     gateway.nc = nc
-    gateway.uploads = PreStoredUploads(gateway.store)
-    gateway.client = JobClient(nc, gateway.uploads)
+    gateway.client = JobClient(nc, gateway.store)
     writer = IndexWriter(gateway.index)
     checkpoint = await anyio.to_thread.run_sync(gateway.index.checkpoint)
     info = await js.stream_info(EVENTS_STREAM)

@@ -1,11 +1,12 @@
 """Shapes of the API's JSON bodies (they are also what /docs shows)."""
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
 
-from services.gateway.progress import JobView, Status
+from contracts.params import GenerationParams
+from contracts.stages import Stage
+from services.gateway.progress import JobError, JobOutput, JobStatus, JobView
 
 
 class JobLinks(BaseModel):
@@ -15,33 +16,26 @@ class JobLinks(BaseModel):
     video: str
     poster: str
 
-
-class JobError(BaseModel):
-    code: str
-    message: str
-    stage: str = ""
-
-
-class JobOutput(BaseModel):
-    frame_count: int
-    fps: int
-    duration_s: float
-    width: int
-    height: int
-    size_bytes: int
+    @classmethod
+    def of(cls, job_id: str) -> "JobLinks":
+        base = f"/v1/jobs/{job_id}"
+        return cls(
+            self=base, events=f"{base}/events", cancel=f"{base}/cancel", video=f"{base}/video", poster=f"{base}/poster"
+        )
 
 
 class JobResource(BaseModel):
     id: str
-    status: Status
+    status: JobStatus
+    generation: int = Field(0, description="0, then one more for each replay; events carry it too")
     progress: int = Field(ge=0, le=100, description="overall percent, weighted by how long each stage takes")
-    stage: str | None = Field(None, description="the stage running or last run")
+    stage: Stage | None = Field(None, description="the stage running or last run")
     step: int = 0
     total: int = 0
     price: int = Field(description="points; reserved before any GPU work, refunded if the job does not finish")
     seed: int
-    parameters: dict[str, Any]
-    timings: dict[str, float] = Field(description="seconds per finished stage")
+    parameters: GenerationParams
+    timings: dict[Stage, float] = Field(description="seconds per finished stage")
     error: JobError | None = None
     cancel_requested: bool = False
     deleted: bool = False
@@ -51,30 +45,24 @@ class JobResource(BaseModel):
 
     @classmethod
     def of(cls, view: JobView) -> "JobResource":
-        base = f"/v1/jobs/{view.job_id}"
         return cls(
             id=view.job_id,
             status=view.status,
+            generation=view.generation,
             progress=view.progress,
-            stage=view.stage.value if view.stage else None,
+            stage=view.stage,
             step=view.step,
             total=view.total,
             price=view.price,
-            seed=int(view.params.get("seed", -1)),
+            seed=view.params.seed,
             parameters=view.params,
             timings=view.timings,
-            error=JobError(**view.error) if view.error else None,
+            error=view.error,
             cancel_requested=view.cancel_requested,
             deleted=view.deleted,
-            output=JobOutput(**view.output) if view.output else None,
+            output=view.output,
             created_at=view.created_at,
-            links=JobLinks(
-                self=base,
-                events=f"{base}/events",
-                cancel=f"{base}/cancel",
-                video=f"{base}/video",
-                poster=f"{base}/poster",
-            ),
+            links=JobLinks.of(view.job_id),
         )
 
 

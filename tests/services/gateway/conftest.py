@@ -1,10 +1,12 @@
 """A real gateway (uvicorn on a free loopback port) against a real nats-server and SeaweedFS."""
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import nats
@@ -60,23 +62,33 @@ class RunningGateway:
         return int(ack.seq)
 
 
-@pytest.fixture
-async def gateway(
-    tmp_path: Path, gateway_nats: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
+@contextlib.asynccontextmanager
+async def running_gateway(
+    tmp_path: Path, nats_server: NatsServer, seaweed: SeaweedS3, store: S3ObjectStore, **overrides: Any
 ) -> AsyncIterator[RunningGateway]:
-    settings = settings_for_servers(gateway_nats, seaweed, object_store, tmp_path / "state", gateway_max_active_jobs=2)
+    """A gateway under uvicorn on a free port; ``overrides`` set any field of its settings."""
+    overrides.setdefault("gateway_max_active_jobs", 2)
+    settings = settings_for_servers(nats_server, seaweed, store, tmp_path / "state", **overrides)
     ledger = open_ledger(str(tmp_path / "ledger.sqlite3"))
-    app = build_app(settings, ledger=ledger, store=object_store, heartbeat_s=0.3)
+    app = build_app(settings, ledger=ledger, store=store, heartbeat_s=0.3)
     port = free_port()
     server = uvicorn_server(app, "127.0.0.1", port)
     task = asyncio.create_task(server.serve())
     while not server.started:
         assert not task.done(), "the gateway did not start"
         await asyncio.sleep(0.02)
-    nc = await nats.connect(gateway_nats.url)
+    nc = await nats.connect(nats_server.url)
     try:
-        yield RunningGateway(f"http://127.0.0.1:{port}", settings, ledger, object_store, nc)
+        yield RunningGateway(f"http://127.0.0.1:{port}", settings, ledger, store, nc)
     finally:
         await nc.close()
         server.should_exit = True
         await task
+
+
+@pytest.fixture
+async def gateway(
+    tmp_path: Path, gateway_nats: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
+) -> AsyncIterator[RunningGateway]:
+    async with running_gateway(tmp_path, gateway_nats, seaweed, object_store) as running:
+        yield running

@@ -4,19 +4,23 @@ straight to the events stream, as the stages would, so no model runs here."""
 import asyncio
 import base64
 import io
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import httpx
 from PIL import Image
 
+from contracts.failures import FailureCode
 from contracts.keys import artifact_key, command_key, upload_key
 from contracts.messages import (
-    CancelRequested,
     ImagePrepared,
+    JobCancelled,
     JobCompleted,
     JobFailed,
     JobSpec,
+    JobSubmitted,
     PointsReserved,
     StageFinished,
     StageProgress,
@@ -24,8 +28,12 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams
 from contracts.stages import Stage
-from contracts.subjects import EVENTS_STREAM, durable_name, job_events_filter, work_subject
-from tests.services.gateway.conftest import RunningGateway
+from contracts.subjects import EVENTS_STREAM, WORK_STREAM, durable_name, job_events_filter, work_subject
+from infra.nats_server import NatsServer
+from infra.objectstore import S3ObjectStore, minio_client
+from infra.seaweed import SeaweedS3
+from services.bus.streams import ensure_streams
+from tests.services.gateway.conftest import RunningGateway, running_gateway
 
 
 def picture(kind: str = "PNG") -> bytes:
@@ -40,8 +48,10 @@ async def submit(client: httpx.AsyncClient, **fields: Any) -> httpx.Response:
     return await client.post("/v1/jobs", files=files, data=data)
 
 
-def spec_of(job: dict[str, Any], account: str) -> JobSpec:
-    return JobSpec(job_id=job["id"], account=account, params=GenerationParams(**job["parameters"]))
+def spec_of(job: dict[str, Any], account: str, generation: int = 0) -> JobSpec:
+    return JobSpec(
+        job_id=job["id"], account=account, params=GenerationParams(**job["parameters"]), generation=generation
+    )
 
 
 async def wait_status(client: httpx.AsyncClient, job_id: str, status: str) -> dict[str, Any]:
@@ -53,14 +63,16 @@ async def wait_status(client: httpx.AsyncClient, job_id: str, status: str) -> di
     raise AssertionError(f"job {job_id} stayed {job['status']}, never {status}")
 
 
-async def complete(gateway: RunningGateway, job: dict[str, Any], account: str, video: bytes) -> None:
-    """Publish a whole successful history for ``job`` with ``video`` as its MP4."""
-    spec = spec_of(job, account)
-    video_ref = gateway.store.put(artifact_key(spec.job_id, 0, "video.mp4"), video, "video/mp4")
-    poster_ref = gateway.store.put(artifact_key(spec.job_id, 0, "poster.png"), picture(), "image/png")
+async def complete(
+    gateway: RunningGateway, job: dict[str, Any], account: str, video: bytes, generation: int = 0
+) -> None:
+    """Publish a whole successful history of ``job``'s ``generation`` with ``video`` as its MP4."""
+    spec = spec_of(job, account, generation)
+    video_ref = gateway.store.put(artifact_key(spec.job_id, generation, "video.mp4"), video, "video/mp4")
+    poster_ref = gateway.store.put(artifact_key(spec.job_id, generation, "poster.png"), picture(), "image/png")
     for stage in Stage:
-        await gateway.publish(StageStarted(job_id=spec.job_id, stage=stage))
-        await gateway.publish(StageFinished(job_id=spec.job_id, stage=stage, seconds=0.5))
+        await gateway.publish(StageStarted(job_id=spec.job_id, stage=stage, generation=generation))
+        await gateway.publish(StageFinished(job_id=spec.job_id, stage=stage, generation=generation, seconds=0.5))
     await gateway.publish(
         JobCompleted(
             job=spec,
@@ -308,6 +320,14 @@ async def test_sse_history_then_live_and_resume_without_loss_or_duplicates(gatew
         assert set(published) <= set(ids)
         assert events[0]["event"] == "StageStarted" and events[-1]["event"] == "JobCompleted"
         assert any(e.get("comment") == "heartbeat" for e in rest)
+        # Clients are shown public fields and this API's URLs, never where objects are kept or whose they are.
+        completed = json.loads(events[-1]["data"])
+        assert completed["video"] == job["links"]["video"] and completed["poster"] == job["links"]["poster"]
+        assert completed["output"]["frame_count"] == 16 and completed["generation"] == 0
+        for event in events:
+            if "data" in event:
+                for internal in (gateway.store.bucket, name, "sha256", '"jobs/', "schema_version"):
+                    assert internal not in event["data"], (internal, event)
 
         # A late subscriber gets the whole history, and the stream ends after the terminal event.
         async with client.stream("GET", f"/v1/jobs/{job_id}/events") as late:
@@ -370,7 +390,7 @@ async def test_cancel_asks_the_pipeline_to_stop(gateway: RunningGateway) -> None
         async with client.stream("GET", f"/v1/jobs/{job['id']}/events") as stream:
             events = await read_sse(stream, stop_after=2)
         assert [e["event"] for e in events if "id" in e] == ["StageStarted", "CancelRequested"]
-        assert CancelRequested.model_validate_json(events[-1]["data"]).job_id == job["id"]
+        assert json.loads(events[-1]["data"])["job_id"] == job["id"]
 
         await complete(gateway, job, name, b"too late")
         await wait_status(client, job["id"], "succeeded")
@@ -409,6 +429,41 @@ async def test_video_supports_range_requests(gateway: RunningGateway) -> None:
         assert poster.status_code == 200 and poster.content.startswith(b"\x89PNG")
         download = await client.get(f"/v1/jobs/{job['id']}/video", params={"download": "1"})
         assert download.headers["content-disposition"].startswith("attachment")
+
+
+async def test_video_and_poster_answer_head_and_revalidate_by_etag(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    video = os.urandom(3000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        await complete(gateway, job, name, video)
+        await wait_status(client, job["id"], "succeeded")
+        url = job["links"]["video"]
+        whole = await client.get(url)
+        etag = whole.headers["etag"]
+        assert etag.startswith('"') and whole.content == video
+
+        head = await client.head(url)
+        assert (head.status_code, head.content) == (200, b"")
+        assert head.headers["content-length"] == "3000" and head.headers["etag"] == etag
+        assert head.headers["content-type"] == "video/mp4" and head.headers["accept-ranges"] == "bytes"
+        poster = await client.head(job["links"]["poster"])
+        assert poster.status_code == 200 and poster.headers["content-type"] == "image/png"
+
+        for headers in ({"If-None-Match": etag}, {"If-None-Match": f'W/{etag}, "other"'}, {"If-None-Match": "*"}):
+            cached = await client.get(url, headers=headers)
+            assert (cached.status_code, cached.content, cached.headers["etag"]) == (304, b"", etag), headers
+        # The cached copy is current whatever part of it a player asks for.
+        ranged = await client.get(url, headers={"If-None-Match": etag, "Range": "bytes=0-9"})
+        assert ranged.status_code == 304
+        assert (await client.head(url, headers={"If-None-Match": etag})).status_code == 304
+        changed = await client.get(url, headers={"If-None-Match": '"something-else"'})
+        assert changed.status_code == 200 and changed.content == video
+        # If-Range: a range of the same version is served, one of another version gets the whole file.
+        same = await client.get(url, headers={"If-Range": etag, "Range": "bytes=0-9"})
+        assert (same.status_code, same.content) == (206, video[:10])
+        other = await client.get(url, headers={"If-Range": '"older"', "Range": "bytes=0-9"})
+        assert (other.status_code, other.content) == (200, video)
 
 
 async def test_delete_removes_the_files_and_keeps_the_ledger(gateway: RunningGateway) -> None:
@@ -465,13 +520,18 @@ async def test_replay_resumes_a_failed_job_at_its_stage_through_billing(gateway:
         )
         gateway.store.put(command_key(job["id"], Stage.LATENT), reserved.model_dump_json().encode(), "application/json")
         await gateway.publish(StageStarted(job_id=job["id"], stage=Stage.LATENT))
-        await gateway.publish(JobFailed(job=spec, stage=Stage.LATENT, code="internal", reason="GPU fell off the bus"))
+        await gateway.publish(
+            JobFailed(job=spec, stage=Stage.LATENT, code=FailureCode.INTERNAL, reason="GPU fell off the bus")
+        )
         await wait_status(client, job["id"], "failed")
 
         js = gateway.nc.jetstream()
         billing = await js.pull_subscribe(work_subject(Stage.BILLING), durable=durable_name(Stage.BILLING))
         replayed = await client.post(f"/v1/jobs/{job['id']}/replay")
         assert replayed.status_code == 202, replayed.text
+        # The answer describes the job as replayed: queued under a new generation, the stages before kept.
+        answer = replayed.json()
+        assert (answer["status"], answer["generation"], answer["error"], answer["progress"]) == ("queued", 1, None, 0)
         [msg] = await billing.fetch(1, timeout=10)
         await msg.ack()
         command = ImagePrepared.model_validate_json(msg.data)
@@ -482,3 +542,102 @@ async def test_replay_resumes_a_failed_job_at_its_stage_through_billing(gateway:
         _other, other_key = gateway.account(1000)
         async with gateway.client(other_key) as other:
             assert (await other.post(f"/v1/jobs/{job['id']}/replay")).status_code == 404
+
+
+async def test_sse_follows_a_replayed_job_to_the_new_generations_end(gateway: RunningGateway) -> None:
+    name, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        job_id, events_url = job["id"], job["links"]["events"]
+        spec = spec_of(job, name)
+        upload = gateway.store.head(upload_key(job_id))
+        assert upload is not None
+        # Ingest started (and kept its command, as the runner does), then the job was cancelled.
+        command = JobSubmitted(job=spec, upload=upload).model_dump_json().encode()
+        gateway.store.put(command_key(job_id, Stage.INGEST), command, "application/json")
+        await gateway.publish(StageStarted(job_id=job_id, stage=Stage.INGEST))
+        assert (await client.post(f"/v1/jobs/{job_id}/cancel")).status_code == 202
+        await gateway.publish(JobCancelled(job=spec, stage=Stage.INGEST))
+        await wait_status(client, job_id, "cancelled")
+        async with client.stream("GET", events_url) as before:
+            ended = [e for e in await asyncio.wait_for(read_sse(before), 10) if "id" in e]
+        assert ended[-1]["event"] == "JobCancelled", "generation 0 was current: its end ended the stream"
+
+        replayed = await client.post(f"/v1/jobs/{job_id}/replay")
+        assert replayed.status_code == 202, replayed.text
+        assert (replayed.json()["status"], replayed.json()["generation"]) == ("queued", 1)
+        assert (await wait_status(client, job_id, "queued"))["generation"] == 1
+
+        async def run_generation_1() -> None:
+            await asyncio.sleep(0.5)  # the follower below is reading history by then
+            await gateway.publish(StageProgress(job_id=job_id, stage=Stage.LATENT, generation=1, step=1, total=2))
+            await complete(gateway, job, name, b"mp4 of generation 1", generation=1)
+
+        runner = asyncio.create_task(run_generation_1())
+        async with client.stream("GET", events_url) as stream:
+            events = [e for e in await asyncio.wait_for(read_sse(stream), 20) if "id" in e]
+        await runner
+        seen = [(e["event"], json.loads(e["data"])["generation"]) for e in events]
+        assert seen[: len(ended)] == [(e["event"], 0) for e in ended]
+        assert seen[len(ended)] == ("ReplayRequested", 1)
+        assert ("StageProgress", 1) in seen
+        assert seen[-1] == ("JobCompleted", 1)
+        assert json.loads(events[-1]["data"])["video"] == f"/v1/jobs/{job_id}/video"
+
+        # A client resuming after generation 0's end (EventSource does) is taken to generation 1's.
+        async with client.stream("GET", events_url, headers={"Last-Event-ID": ended[-1]["id"]}) as resumed:
+            rest = [e for e in await asyncio.wait_for(read_sse(resumed), 10) if "id" in e]
+        assert rest == events[len(ended) :]
+        final = await wait_status(client, job_id, "succeeded")
+        assert final["generation"] == 1 and final["progress"] == 100
+        done = await client.get(events_url, headers={"Last-Event-ID": events[-1]["id"]})
+        assert done.status_code == 204
+
+
+async def test_a_job_that_cannot_be_queued_leaves_no_upload_behind(gateway: RunningGateway, seaweed: SeaweedS3) -> None:
+    _, key = gateway.account(100)
+    js = gateway.nc.jetstream()
+    await js.delete_stream(WORK_STREAM)  # publishing a command now finds no stream
+    try:
+        async with gateway.client(key) as client:
+            response = await submit(client)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["code"] == "unavailable"
+            assert (await client.get("/v1/jobs")).json()["items"] == []
+            assert (await client.get("/v1/account")).json()["active_jobs"] == 0
+    finally:
+        await ensure_streams(js)
+    s3 = minio_client(seaweed.endpoint, seaweed.access_key, seaweed.secret_key)
+    assert [o.object_name for o in s3.list_objects(gateway.store.bucket, prefix="jobs/", recursive=True)] == []
+
+
+async def test_uploads_are_checked_for_the_model_the_server_runs(
+    tmp_path: Path, gateway_nats: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
+) -> None:
+    folder = tmp_path / "svd-xt"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "unet" / "config.json").write_text('{"num_frames": 14}')
+    async with running_gateway(tmp_path / "a", gateway_nats, seaweed, object_store, model=str(folder)) as running:
+        _, key = running.account(100)
+        async with running.client(key) as client:
+            accepted = await submit(client)
+            assert accepted.status_code == 202, accepted.text
+            assert accepted.json()["parameters"]["model"] == str(folder)
+            assert (await submit(client, model="tiny")).status_code == 202
+    missing = str(tmp_path / "no-such-model")
+    async with running_gateway(tmp_path / "b", gateway_nats, seaweed, object_store, model=missing) as running:
+        _, key = running.account(100)
+        async with running.client(key) as client:
+            refused = await submit(client)
+            assert refused.status_code == 422, refused.text
+            error = refused.json()["error"]
+            assert (error["code"], error["field"]) == ("model_not_found", "model")
+            assert (await submit(client, model="tiny")).status_code == 202
+
+
+async def test_healthz_says_whether_the_jobs_index_is_current(gateway: RunningGateway) -> None:
+    async with gateway.client() as anonymous:
+        health = await anonymous.get("/healthz")
+    assert health.status_code == 200
+    assert health.json()["ok"] is True and health.json()["index"]["error"] is None

@@ -1,30 +1,37 @@
-"""The gateway's pure parts: progress folding, tokens, Range parsing, SSE framing."""
+"""The gateway's pure parts: progress folding, tokens, Range and ETag checks, SSE framing."""
 
 import pytest
 
-from contracts.messages import JobFailed, JobSpec, ReplayRequested, StageFinished, StageProgress, StageStarted
+from contracts.failures import FailureCode
+from contracts.messages import (
+    JobFailed,
+    JobSpec,
+    ReplayRequested,
+    StageFinished,
+    StageProgress,
+    StageStarted,
+)
 from contracts.params import GenerationParams
 from contracts.stages import Stage
 from services.gateway.auth import TokenSigner, hash_api_key, new_api_key
 from services.gateway.errors import ApiError
-from services.gateway.events import frame
-from services.gateway.media import parse_range
-from services.gateway.progress import JobView
+from services.gateway.media import matches, parse_range
+from services.gateway.progress import JobError, JobStatus, JobView
 
 SPEC = JobSpec(job_id="jtest000001", account="a", params=GenerationParams(duration=2, fps=12, seed=3))
 
 
-def error_of(view: JobView) -> object:
-    return view.error
+def status_of(view: JobView) -> JobStatus:
+    return view.status  # read through a call: mypy would keep the narrowing of an earlier assert
 
 
-def status_of(view: JobView) -> str:
-    return view.status
+def state_of(view: JobView) -> tuple[JobStatus, int, JobError | None]:
+    return view.status, view.generation, view.error
 
 
 def test_progress_weights_stages_and_denoising_steps() -> None:
     view = JobView.submitted(SPEC)
-    assert (view.status, view.progress, view.price) == ("queued", 0, 8 + 8 + 1)
+    assert (view.status, view.progress, view.price) == (JobStatus.QUEUED, 0, 8 + 8 + 1)
     view.apply(1, StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST))
     assert view.status == "preprocessing"
     view.apply(2, StageFinished(job_id=SPEC.job_id, stage=Stage.INGEST, seconds=1.0))
@@ -36,13 +43,16 @@ def test_progress_weights_stages_and_denoising_steps() -> None:
     assert not view.apply(6, StageProgress(job_id=SPEC.job_id, stage=Stage.LATENT, step=4, total=4)), "a repeat"
     view.apply(7, StageFinished(job_id=SPEC.job_id, stage=Stage.LATENT, seconds=2.0))
     assert view.progress == 80
-    view.apply(8, JobFailed(job=SPEC, stage=Stage.DECODE, code="boom", reason="it broke"))
-    assert view.terminal and view.error == {"code": "boom", "message": "it broke", "stage": "decode"}
+    view.apply(8, JobFailed(job=SPEC, stage=Stage.DECODE, code=FailureCode.INTERNAL, reason="it broke"))
+    assert view.terminal and view.error == JobError(code=FailureCode.INTERNAL, message="it broke", stage=Stage.DECODE)
+    assert view.stopped_at == Stage.DECODE
     # A replay from decode keeps what ran before it and starts over from there.
     view.apply(9, ReplayRequested(job_id=SPEC.job_id, generation=1, stage=Stage.DECODE))
-    assert (status_of(view), view.generation) == ("queued", 1)
-    assert error_of(view) is None
-    assert set(view.timings) == {"ingest", "billing", "latent"}
+    assert state_of(view) == (JobStatus.QUEUED, 1, None)
+    assert set(view.timings) == {Stage.INGEST, Stage.BILLING, Stage.LATENT}
+    # The older generation's stragglers change nothing.
+    assert not view.apply(10, StageStarted(job_id=SPEC.job_id, stage=Stage.MUX, generation=0))
+    assert status_of(view) == JobStatus.QUEUED
 
 
 def test_tokens_are_signed_and_expire() -> None:
@@ -70,7 +80,7 @@ def test_range_forms() -> None:
         assert caught.value.status == 416
 
 
-def test_sse_frame() -> None:
-    item = frame(42, b'{"type":"StageStarted","x":1}')
-    assert item.sse == b'id: 42\nevent: StageStarted\ndata: {"type":"StageStarted","x":1}\n\n'
-    assert not item.terminal and frame(43, b'{"type":"JobCompleted"}').terminal
+def test_etag_preconditions() -> None:
+    etag = '"abc"'
+    assert matches('"abc"', etag) and matches('W/"abc"', etag) and matches('"x", "abc"', etag) and matches("*", etag)
+    assert not matches('"abd"', etag) and not matches(None, etag) and not matches("", etag)

@@ -1,0 +1,228 @@
+"""Jobs: submit, list, status, events (SSE), cancel, replay, delete, and the video and poster."""
+
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from contracts.keys import job_prefix
+from contracts.refs import ObjectRef
+from contracts.stages import Stage
+from infra.objectstore import ObjectMissingError
+from services.bus.cancellation import request_cancel
+from services.gateway.dependencies import COMMON_ERRORS, CurrentAccount, GatewayDep, OwnJob
+from services.gateway.errors import ApiError, ErrorResponse
+from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
+from services.gateway.media import entity_tag, matches, media_headers, media_response
+from services.gateway.progress import JobView
+from services.gateway.runtime import Gateway
+from services.gateway.schemas import JobPage, JobResource
+from services.gateway.submission import check_image, openapi_body, params_from, read_submission, submit
+from services.jobclient import JobNotFoundError, JobStateError
+
+router = APIRouter(
+    prefix="/v1/jobs",
+    tags=["jobs"],
+    responses={**COMMON_ERRORS, 404: {"model": ErrorResponse, "description": "no such job (or not yours)"}},
+)
+
+_STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "the job's state does not allow this"}
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobResource,
+    openapi_extra=openapi_body(),
+    responses={
+        402: {"model": ErrorResponse, "description": "the account's points do not cover the price"},
+        413: {"model": ErrorResponse, "description": "the image is over 25 MB"},
+        415: {"model": ErrorResponse, "description": "not a JPEG, PNG or WebP image (GIF is refused)"},
+        429: {"model": ErrorResponse, "description": "too many unfinished jobs"},
+        503: {"model": ErrorResponse, "description": "the job could not be queued; nothing was kept"},
+    },
+)
+async def submit_job(request: Request, account: CurrentAccount, gateway: GatewayDep) -> JSONResponse:
+    """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`."""
+    image, fields = await read_submission(request, gateway.max_upload_bytes)
+    params = params_from(fields, gateway.settings.model)
+    await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
+    view = await submit(gateway, account, image, params)
+    resource = JobResource.of(view)
+    return JSONResponse(resource.model_dump(mode="json"), status_code=202, headers={"Location": resource.links.self})
+
+
+@router.get("", response_model=JobPage)
+async def list_jobs(
+    account: CurrentAccount,
+    gateway: GatewayDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(max_length=64)] = None,
+) -> JobPage:
+    """The caller's jobs, newest first; follow ``next_cursor`` for older ones."""
+    views: list[JobView] = await anyio.to_thread.run_sync(gateway.index.list, account, limit + 1, cursor)
+    more = len(views) > limit
+    views = views[:limit]
+    return JobPage(items=[JobResource.of(v) for v in views], next_cursor=views[-1].job_id if more else None)
+
+
+@router.get("/{job_id}", response_model=JobResource)
+async def get_job(view: OwnJob) -> JobResource:
+    """Status, overall progress 0-100, per-stage timings, price, seed, parameters and error."""
+    return JobResource.of(view)
+
+
+@router.get(
+    "/{job_id}/events",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
+async def job_events(
+    view: OwnJob,
+    gateway: GatewayDep,
+    last_event_id: Annotated[str | None, Header(description="resume after this event id")] = None,
+) -> Response:
+    """The job's events as Server-Sent Events, history first. Each event's ``id`` is its stream
+    sequence, ``event`` its type and ``data`` its public fields (results as this API's URLs), with
+    the ``generation`` it belongs to. ``Last-Event-ID`` resumes exactly after it. Comment lines keep
+    an idle stream open. The stream ends after the terminal event of the job's current generation;
+    a replay's ``ReplayRequested`` starts a new one, so an older generation's end does not end it.
+    Resuming after the end answers 204, which tells EventSource to stop reconnecting."""
+    after = 0
+    if last_event_id is not None and last_event_id.strip():
+        if not last_event_id.strip().isdigit():
+            raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id", field="Last-Event-ID")
+        after = int(last_event_id.strip())
+    if view.terminal and after >= view.last_sequence:
+        return Response(status_code=204)
+    frames = gateway.events().follow(view.job_id, after, generation=view.generation)
+
+    async def body() -> Any:
+        yield b"retry: 2000\n\n"
+        try:
+            async for chunk in frames_with_heartbeats(frames, gateway.heartbeat_s):
+                yield chunk
+        except ClientTooSlowError:
+            return  # the browser reconnects with Last-Event-ID
+
+    return StreamingResponse(
+        body(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobResource, responses=_STATE_CONFLICT)
+async def cancel_job(view: OwnJob, account: CurrentAccount, gateway: GatewayDep) -> JobResource:
+    """Ask the pipeline to stop a queued or running job; it ends ``cancelled`` and the points are refunded."""
+    if view.terminal:
+        raise ApiError(409, "job_finished", f"the job already ended ({view.status})")
+    try:
+        await gateway.bus().cancel(view.job_id, reason=f"cancelled by {account} through the API")
+    except JobNotFoundError:
+        # Still queued before ingest: no event yet, so stop it where stages check before starting.
+        await request_cancel(gateway.jetstream(), view.job_id, view.generation)
+    view.cancel_requested = True
+    return JobResource.of(view)
+
+
+@router.post("/{job_id}/replay", status_code=202, response_model=JobResource, responses=_STATE_CONFLICT)
+async def replay_job(
+    view: OwnJob,
+    gateway: GatewayDep,
+    from_stage: Annotated[Stage | None, Query(alias="from", description="default: the stage that stopped it")] = None,
+) -> JobResource:
+    """Run a failed or cancelled job again from a stage under a new generation, reusing the stored outputs
+    of the stages before it; billing reserves again the points it refunded. The answer is the job as
+    replayed: queued, under its new generation."""
+    try:
+        spec = await gateway.bus().replay(view.job_id, from_stage)
+    except JobStateError as exc:
+        raise ApiError(409, "cannot_replay", str(exc)) from None
+    except JobNotFoundError:
+        # Ours (checked above) but no stage has reported yet: it is queued, not failed.
+        raise ApiError(409, "cannot_replay", f"job {view.job_id} is still queued; nothing to replay") from None
+    # The index folds the replay's ReplayRequested a moment later into the same view.
+    view.replayed(spec.generation, from_stage or view.stopped_at)
+    return JobResource.of(view)
+
+
+@router.delete("/{job_id}", status_code=204, responses=_STATE_CONFLICT)
+async def delete_job(view: OwnJob, gateway: GatewayDep) -> Response:
+    """Remove the job's files (upload, intermediates, video, poster). The ledger keeps its entries."""
+    if not view.terminal:
+        raise ApiError(409, "job_active", "the job is still running; cancel it first")
+
+    def remove() -> None:
+        gateway.store.delete_prefix(job_prefix(view.job_id))
+        gateway.index.mark_deleted(view.job_id)
+        for ref in (view.video, view.poster):
+            if ref is not None:
+                gateway.media.forget(ref)
+
+    await anyio.to_thread.run_sync(remove)
+    return Response(status_code=204)
+
+
+_MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **_STATE_CONFLICT,
+    304: {"description": "`If-None-Match` names the current ETag"},
+    410: {"model": ErrorResponse, "description": "the job's files were deleted"},
+    416: {"model": ErrorResponse, "description": "the range is outside the file"},
+}
+
+
+@router.get("/{job_id}/video", responses=_MEDIA_RESPONSES)
+@router.head("/{job_id}/video", responses=_MEDIA_RESPONSES)
+async def job_video(
+    request: Request,
+    view: OwnJob,
+    gateway: GatewayDep,
+    download: bool = False,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    """The MP4 (H.264, faststart). `Range` for seeking, an ETag for `If-None-Match`; `?download=1` saves it."""
+    return await _media(request, view, gateway, "video", range_header, download)
+
+
+@router.get("/{job_id}/poster", responses=_MEDIA_RESPONSES)
+@router.head("/{job_id}/poster", responses=_MEDIA_RESPONSES)
+async def job_poster(
+    request: Request,
+    view: OwnJob,
+    gateway: GatewayDep,
+    range_header: Annotated[str | None, Header(alias="range")] = None,
+) -> Response:
+    """The poster image (the first frame)."""
+    return await _media(request, view, gateway, "poster", range_header, False)
+
+
+async def _media(
+    request: Request, view: JobView, gateway: Gateway, which: str, range_header: str | None, download: bool
+) -> Response:
+    if view.deleted:
+        raise ApiError(410, "deleted", "the job's files were deleted")
+    ref: ObjectRef | None = view.video if which == "video" else view.poster
+    if ref is None:
+        raise ApiError(409, "not_ready", f"the job has no {which} yet ({view.status})")
+    extension = "mp4" if which == "video" else ref.content_type.rsplit("/", 1)[-1]
+    etag = entity_tag(ref)
+    headers = media_headers(etag, f"{view.job_id}.{extension}", download)
+    # Preconditions come before Range (RFC 9110 13.2.2): a cached copy is current whatever part is asked.
+    if matches(request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        # Range applies to GET only; HEAD describes the whole file without reading it.
+        return Response(
+            status_code=200, media_type=ref.content_type, headers={**headers, "Content-Length": str(ref.size)}
+        )
+    if_range = request.headers.get("if-range")
+    if if_range is not None and if_range.strip() != etag:
+        range_header = None  # the client's part is of another version: send the whole file
+    try:
+        data: bytes = await anyio.to_thread.run_sync(gateway.media.read, ref)
+    except ObjectMissingError:
+        raise ApiError(410, "deleted", f"the job's {which} is no longer stored") from None
+    return media_response(data, ref.content_type, headers, range_header)

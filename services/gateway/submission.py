@@ -1,0 +1,234 @@
+"""Submitting a job over HTTP: reading the body, checking parameters and image as ingest would, queueing.
+
+The body is multipart with an ``image`` file, or JSON with ``image_base64``; the other fields are
+:class:`~contracts.params.GenerationParams`. Everything ingest would refuse is refused here first, with
+the status the failure code maps to, so a client learns of a bad upload before it is queued.
+"""
+
+import base64
+import binascii
+import json
+import logging
+from typing import Any
+
+import anyio.to_thread
+from fastapi import Request
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+from starlette.types import Message
+
+from contracts.failures import FailureCode
+from contracts.keys import job_prefix
+from contracts.messages import JobSpec
+from contracts.params import GenerationParams, Resolution
+from contracts.pricing import price_points
+from services.billing.ledger import UnknownAccountError
+from services.gateway.dependencies import unauthorized
+from services.gateway.errors import ApiError, status_of, validation_error
+from services.gateway.model_sizes import ModelSize
+from services.gateway.progress import JobView
+from services.gateway.runtime import Gateway
+from services.jobclient import new_job_id
+
+log = logging.getLogger("i2v.gateway")
+
+MAX_UPLOAD_BYTES = 25 * 2**20
+TINY = "tiny"
+_PARAM_FIELDS = frozenset(GenerationParams.model_fields)
+
+# --- the body -----------------------------------------------------------------------------------
+
+
+def openapi_body() -> dict[str, Any]:
+    """The request body as OpenAPI describes it (the route reads the raw request, so FastAPI cannot)."""
+    props = {k: v for k, v in GenerationParams.model_json_schema()["properties"].items() if k != "resolution"}
+    props["resolution"] = {"type": "string", "example": "1024x576", "description": "WxH, multiples of 64"}
+    multipart = {
+        "type": "object",
+        "required": ["image"],
+        "properties": {"image": {"type": "string", "format": "binary"}, **props},
+    }
+    as_json = {
+        "type": "object",
+        "required": ["image_base64"],
+        "properties": {"image_base64": {"type": "string", "description": "JPEG, PNG or WebP, base64"}, **props},
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": multipart}, "application/json": {"schema": as_json}},
+        }
+    }
+
+
+async def read_submission(request: Request, max_image_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """The image's bytes and the other fields, refusing a body too large before reading all of it."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in {"multipart/form-data", "application/json"}:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send multipart/form-data with an `image` file, or JSON with `image_base64`",
+            field="Content-Type",
+        )
+    # base64 is 4/3 of the bytes; the rest is room for the other fields.
+    limit = max_image_bytes * 4 // 3 + 64 * 1024
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(max_image_bytes)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(max_image_bytes)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if content_type == "application/json":
+        return _json_submission(body)
+    return await _multipart_submission(request, body)
+
+
+def _json_submission(body: bytes) -> tuple[bytes, dict[str, Any]]:
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    encoded = fields.pop("image_base64", None)
+    if not isinstance(encoded, str) or not encoded:
+        raise ApiError(422, "missing_image", "image_base64: an image is required", field="image_base64")
+    if encoded.startswith("data:") and "," in encoded:
+        encoded = encoded.split(",", 1)[1]  # a data: URL as a browser's FileReader makes it
+    try:
+        image = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "bad_base64", "image_base64: not valid base64", field="image_base64") from None
+    return image, fields
+
+
+async def _multipart_submission(request: Request, body: bytes) -> tuple[bytes, dict[str, Any]]:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=32)
+    except Exception as exc:
+        raise ApiError(400, "bad_multipart", f"the multipart body cannot be read: {exc}") from None
+    try:
+        upload = form.get("image")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(422, "missing_image", "image: attach an image file", field="image")
+        image = await upload.read()
+        fields = {k: v for k, v in form.items() if k != "image" and isinstance(v, str) and v.strip() != ""}
+    finally:
+        await form.close()
+    return image, fields
+
+
+def _too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, FailureCode.TOO_LARGE, f"image: the limit is {max_bytes / 2**20:g} MB", field="image")
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+def params_from(fields: dict[str, Any], default_model: str) -> GenerationParams:
+    """The job's parameters; the server's model unless the client asks for the tiny one."""
+    unknown = sorted(set(fields) - _PARAM_FIELDS)
+    if unknown:
+        raise ApiError(422, "unknown_field", f"{unknown[0]}: not a parameter of a job", field=unknown[0])
+    values = dict(fields)
+    values.setdefault("model", default_model)
+    if values["model"] not in {default_model, TINY}:
+        raise ApiError(
+            422,
+            "unknown_model",
+            f"model: this server runs {default_model!r}" + ("" if default_model == TINY else f" or {TINY!r}"),
+            field="model",
+        )
+    if isinstance(values.get("resolution"), str):
+        try:
+            values["resolution"] = Resolution.parse(values["resolution"])
+        except (ValueError, ValidationError) as exc:
+            message = f"resolution: {str(exc).splitlines()[0]}"
+            raise ApiError(422, "invalid_resolution", message, field="resolution") from None
+    try:
+        return GenerationParams(**values)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def check_image(image: bytes, params: GenerationParams, model_size: ModelSize, max_bytes: int) -> tuple[int, int]:
+    """Refuse what ingest would refuse, with the same code and message; returns the (width, height)
+    ingest will prepare the image at. Blocking: decodes the image."""
+    from pipeline.image import ImageRejected, prepare_image
+
+    requested = (params.resolution.width, params.resolution.height) if params.resolution else None
+    try:
+        prepared = prepare_image(image, model_size=model_size(params.model), requested=requested, max_bytes=max_bytes)
+    except ImageRejected as exc:
+        raise ApiError(status_of(exc.code), exc.code, f"image: {exc.message}", field="image") from None
+    return prepared.width, prepared.height
+
+
+# --- queueing -----------------------------------------------------------------------------------
+
+
+async def submit(gateway: Gateway, account: str, image: bytes, params: GenerationParams) -> JobView:
+    """Check the balance and the account's unfinished jobs, then store the upload and queue the job.
+
+    Nothing is left behind when queueing fails: the index row and whatever was stored are removed.
+    """
+    price = price_points(params.duration, params.fps)
+    balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
+    if balance < price:
+        code = FailureCode.INSUFFICIENT_POINTS
+        raise ApiError(
+            status_of(code),
+            code,
+            f"this job costs {price} points and the account has {balance}",
+            details={"price": price, "balance": balance},
+        )
+    spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
+    view = JobView.submitted(spec)
+    limit = gateway.settings.gateway_max_active_jobs
+    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit)
+    if active is not None:
+        raise ApiError(
+            429,
+            "too_many_active_jobs",
+            f"the account already has {active} unfinished jobs; wait for one to finish or cancel one",
+            details={"active": active, "limit": limit},
+            headers={"Retry-After": "5"},
+        )
+    try:
+        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)
+    except Exception as exc:
+        log.warning("job %s could not be queued: %s", spec.job_id, exc)
+        await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)
+        raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
+    return view
+
+
+def _forget_job(gateway: Gateway, job_id: str) -> None:
+    gateway.index.remove(job_id)
+    try:
+        gateway.store.delete_prefix(job_prefix(job_id))
+    except Exception:
+        # The store may be what failed; an upload left here is never referenced by any message.
+        log.exception("the upload of job %s, which was not queued, could not be deleted", job_id)
+
+
+def _balance_of(gateway: Gateway, account: str) -> int:
+    try:
+        return gateway.ledger.balance(account)
+    except UnknownAccountError:
+        raise unauthorized("this account no longer exists") from None
