@@ -7,8 +7,6 @@ with what the gateway itself publishes and follows.
 
 import functools
 import importlib
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from faststream.nats import JStream, NatsBroker
@@ -51,20 +49,23 @@ def _gateway_broker() -> NatsBroker:
 
 @functools.cache
 def bus_document() -> dict[str, Any]:
-    """The combined AsyncAPI 3.0 document as JSON-ready data (built once per process)."""
-    with tempfile.TemporaryDirectory(prefix="i2v-asyncapi-") as state:
-        settings = Settings(nats_url=_NOWHERE, s3_endpoint="http://127.0.0.1:8333", state_dir=Path(state))
-        brokers = [_gateway_broker()]
-        for stage in PIPELINE_ORDER:
-            module = importlib.import_module(f"services.{stage.value}.app")
-            brokers.append(module.build_app(settings).broker)
-        spec = AsyncAPI(
-            *brokers,
-            title="i2v bus",
-            version="1",
-            description="Stage commands on the I2V_WORK stream, each job's history on I2V_EVENTS.",
-        )
-        document: dict[str, Any] = spec.to_specification().to_jsonable()
+    """The combined AsyncAPI 3.0 document as JSON-ready data (built once per process).
+
+    Building a service's app opens nothing (its ledger and store are opened when it starts), so this
+    touches no server whatever the settings in the environment say.
+    """
+    settings = Settings(nats_url=_NOWHERE, s3_endpoint="http://127.0.0.1:8333", trace_file=None, ready_file=None)
+    brokers = [_gateway_broker()]
+    for stage in PIPELINE_ORDER:
+        module = importlib.import_module(f"services.{stage.value}.app")
+        brokers.append(module.build_app(settings).broker)
+    spec = AsyncAPI(
+        *brokers,
+        title="i2v bus",
+        version="1",
+        description="Stage commands on the I2V_WORK stream, each job's history on I2V_EVENTS.",
+    )
+    document: dict[str, Any] = spec.to_specification().to_jsonable()
     return document
 
 
