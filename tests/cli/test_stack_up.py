@@ -1,8 +1,10 @@
-"""`i2v stack up` in the foreground, then `i2v generate --nats --s3` against it with a checkpoint *folder*
-(the real loading code: the tiny model saved with save_pretrained), then Ctrl-C stops everything."""
+"""`i2v stack up` in the foreground in a folder of its own; the other commands find it from ./.i2v with no
+exported variable; `i2v generate --nats --s3` against it with a checkpoint *folder* (the real loading code:
+the tiny model saved with save_pretrained); then Ctrl-C stops everything and the stack's file is gone."""
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,44 +14,53 @@ import av
 import pytest
 
 from pipeline.models import build_tiny_svd
-from tests.stacks import ROOT, run_generate
+from services.stack.state_file import read_stack_file, stack_file
+from tests.stacks import run_generate
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+I2V = Path(sys.executable).parent / "i2v"
 
-def test_stack_up_serves_generate_from_a_checkpoint_folder_and_stops_cleanly(tmp_path: Path) -> None:
+
+def test_stack_up_serves_the_other_commands_and_generate_then_stops_cleanly(tmp_path: Path) -> None:
     checkpoint = tmp_path / "svd-tiny-folder"
     build_tiny_svd().save_pretrained(checkpoint)
-    state = tmp_path / "state"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "stack", "up", "--state-dir", str(state)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        [str(I2V), "stack", "up"], cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    env = dict(os.environ)
+
+    def i2v(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(I2V), *argv], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=120)
+
     lines: list[str] = []
+    state = tmp_path / ".i2v"
     try:
         assert up.stdout is not None
         deadline = time.monotonic() + 180
         for line in up.stdout:
             lines.append(line.rstrip())
-            if line.startswith("export "):
-                key, _, value = line[len("export ") :].strip().partition("=")
-                env[key] = value
             if line.startswith("stack up"):
                 break
             assert time.monotonic() < deadline, lines
-        assert {"I2V_NATS_URL", "I2V_S3_ENDPOINT", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"} <= env.keys(), lines
+        settings = read_stack_file(state)
+        assert settings is not None, lines
+        assert {"I2V_NATS_URL", "I2V_S3_ENDPOINT", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"} <= settings.keys()
+        assert stat.S_IMODE(stack_file(state).stat().st_mode) == 0o600
+
+        listed = i2v("dlq", "list")
+        assert (listed.returncode, listed.stdout.strip()) == (0, "no dead letters"), listed.stderr
+        shown = i2v("accounts", "show", "local")
+        assert shown.returncode == 0, shown.stderr
+        assert "account local: balance 1000 points" in shown.stdout
 
         out = tmp_path / "folder.mp4"
         run_generate(
             out,
             "--nats",
-            env["I2V_NATS_URL"],
+            settings["I2V_NATS_URL"],
             "--s3",
-            env["I2V_S3_ENDPOINT"],
+            settings["I2V_S3_ENDPOINT"],
             "--model",
             str(checkpoint),
             "--resolution",
@@ -62,7 +73,7 @@ def test_stack_up_serves_generate_from_a_checkpoint_folder_and_stops_cleanly(tmp
             "8",
             "--seed",
             "9",
-            env=env,
+            env={**clean, **settings},  # as `set -a; . .i2v/stack.env` gives a shell
         )
         with av.open(str(out)) as container:
             assert len(list(container.decode(video=0))) == 8
@@ -72,3 +83,4 @@ def test_stack_up_serves_generate_from_a_checkpoint_folder_and_stops_cleanly(tmp
         lines += rest.splitlines()
     assert up.returncode == 0, lines[-20:]
     assert "stopped" in lines
+    assert not stack_file(state).exists()
