@@ -78,6 +78,52 @@ def generate_through_page(url: str, api_key: str, image: Path, timeout_s: float 
     return run
 
 
+@dataclass
+class ReplayRun:
+    """What a cancel and a "Run again" on the page saw."""
+
+    cancelled_title: str = ""
+    percents: list[int] = field(default_factory=list)
+    status_after: str = ""
+    video_duration: float = 0.0
+    console_errors: list[str] = field(default_factory=list)
+
+
+def cancel_then_run_again(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> ReplayRun:
+    """Generate, cancel at once, then "Run again" on the card and follow the replay to its video."""
+    run = ReplayRun()
+    with sync_playwright() as p:
+        browser = launch(p.chromium)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.on("console", lambda m: run.console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: run.console_errors.append(str(e)))
+            page.goto(url)
+            _log_in(page, api_key)
+            _fill_form(page, image, PageRun())
+            page.click("#generate")
+            page.wait_for_selector("#cancel:not([hidden])")
+            page.click("#cancel")
+            page.wait_for_function(
+                "document.querySelector('#progress-title').textContent === 'Cancelled'", timeout=timeout_s * 1000
+            )
+            run.cancelled_title = page.inner_text("#progress-title")
+            page.click(".item:first-child .replay-job")
+            page.wait_for_function("document.querySelector('#progress-title').textContent === 'Working on it'")
+            _watch_progress(page, run, timeout_s)
+            page.wait_for_selector(".item:first-child video", timeout=20_000)
+            run.status_after = page.inner_text(".item:first-child .status")
+            page.wait_for_function(
+                "() => { const v = document.querySelector('.item:first-child video');"
+                " return v.readyState >= 1 && v.duration > 0; }",
+                timeout=20_000,
+            )
+            run.video_duration = float(page.evaluate("document.querySelector('.item:first-child video').duration"))
+        finally:
+            browser.close()
+    return run
+
+
 def _log_in(page: Page, api_key: str) -> None:
     page.wait_for_selector("#login:not([hidden])")
     page.fill("#api-key", api_key)
@@ -121,7 +167,7 @@ def _fill_form(page: Page, image: Path, run: PageRun) -> None:
     run.price_label = page.inner_text("#generate")
 
 
-def _watch_progress(page: Page, run: PageRun, timeout_s: float) -> None:
+def _watch_progress(page: Page, run: PageRun | ReplayRun, timeout_s: float) -> None:
     page.wait_for_selector("#progress:not([hidden])")
     handle = page.wait_for_function(
         """() => {

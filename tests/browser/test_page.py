@@ -13,7 +13,7 @@ import pytest
 from services.billing.ledger import open_ledger
 from services.gateway.auth import hash_api_key, new_api_key
 from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-from tests.browser.page_driver import CHROMIUM, ROOT, generate_through_page
+from tests.browser.page_driver import CHROMIUM, ROOT, cancel_then_run_again, generate_through_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -79,3 +79,14 @@ def test_the_page_generates_and_plays_a_video(stack: EmbeddedStack) -> None:
     for shot in run.screenshots:
         assert shot.stat().st_size > 10_000
     print(json.dumps({"screenshots": [str(s) for s in run.screenshots], "percents": run.percents}))
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_follows_a_cancelled_job_run_again_to_its_video(stack: EmbeddedStack) -> None:
+    run = cancel_then_run_again(stack.gateway_url, api_key(stack, 100), HARBOR)
+    assert run.cancelled_title == "Cancelled"
+    # The replay's own progress and end reach the page: the first generation's end does not stop it.
+    assert run.percents[-1] == 100 and run.percents == sorted(run.percents), run.percents
+    assert run.status_after.lower() == "succeeded"
+    assert run.video_duration == pytest.approx(2.0, abs=0.2)
+    assert all("401" in e for e in run.console_errors), run.console_errors

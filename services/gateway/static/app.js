@@ -9,6 +9,8 @@ const STATUS_OF_STAGE = { ingest: "preprocessing", billing: "preprocessing", lat
   decode: "decoding", mux: "muxing" };
 const TERMINAL = new Set(["JobCompleted", "JobFailed", "JobRejected", "JobCancelled"]);
 const FINISHED = new Set(["succeeded", "failed", "cancelled", "rejected"]);
+const REPLAYABLE = new Set(["failed", "cancelled", "rejected"]);
+const PIPELINE = ["ingest", "billing", "latent", "decode", "mux"];
 const MOTION_MARKS = [[1, "still"], [64, "subtle"], [127, "medium"], [191, "lively"], [255, "intense"]];
 const ACCEPTED = ["image/jpeg", "image/png", "image/webp"];
 
@@ -211,6 +213,21 @@ async function cancelJob(id) {
   }
 }
 
+// A failed or cancelled job runs again from where it stopped, as a new generation; follow that one.
+async function replayJob(id) {
+  $("form-error").textContent = "";
+  try {
+    const job = await api(`/v1/jobs/${id}/replay`, { method: "POST" });
+    upsertCard(job);
+    state.current = job.id;
+    showProgress(job);
+    follow(job);
+    refreshAccount().catch(() => null);
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  }
+}
+
 function progressOf(view) {
   if (view.status === "succeeded") return 100;
   let done = 0;
@@ -222,7 +239,21 @@ function progressOf(view) {
   return Math.min(99, Math.floor(done + current));
 }
 
+// Mirrors JobView.apply: events of an older generation change nothing; a replay starts a new one,
+// keeping the timings of the stages before the one it reruns from.
 function fold(view, type, data) {
+  if (data.generation < view.generation) return;
+  if (type === "ReplayRequested") {
+    const kept = PIPELINE.slice(0, PIPELINE.indexOf(data.stage));
+    view.timings = Object.fromEntries(Object.entries(view.timings).filter(([stage]) => kept.includes(stage)));
+    view.generation = data.generation;
+    view.status = "queued"; view.stage = null; view.step = 0; view.total = 0;
+    view.progress = progressOf(view);
+    return;
+  }
+  if (data.generation > view.generation) {
+    view.generation = data.generation; view.timings = {}; view.status = "queued";
+  }
   if (type === "StageStarted") {
     view.stage = data.stage; view.step = 0; view.total = 0;
     delete view.timings[data.stage];
@@ -240,19 +271,21 @@ function fold(view, type, data) {
 
 function follow(job) {
   if (state.streams.has(job.id)) return;
-  const view = { ...job, timings: { ...job.timings } };
+  const view = { ...job, generation: job.generation || 0, timings: { ...job.timings } };
   const source = new EventSource(job.links.events);
   state.streams.set(job.id, source);
-  const types = ["StageStarted", "StageProgress", "StageFinished", "CancelRequested", ...TERMINAL];
+  const types = ["StageStarted", "StageProgress", "StageFinished", "CancelRequested", "ReplayRequested", ...TERMINAL];
   for (const type of types) {
     source.addEventListener(type, async (e) => {
-      fold(view, type, JSON.parse(e.data));
+      const data = JSON.parse(e.data);
+      fold(view, type, data);
       if (state.current === job.id) showProgress(view);
       updateCardProgress(view);
-      if (TERMINAL.has(type)) {
+      // Only the current generation's end is the job's end: a replay may follow an older one.
+      if (TERMINAL.has(type) && data.generation >= view.generation) {
         source.close();
         state.streams.delete(job.id);
-        const fresh = await waitForStatus(job.id);
+        const fresh = await waitForStatus(job.id, view.generation);
         upsertCard(fresh);
         if (state.current === job.id) finishProgress(fresh);
         refreshAccount().catch(() => null);
@@ -261,10 +294,11 @@ function follow(job) {
   }
 }
 
-// The index folds events a moment after they are sent; ask until it shows the outcome.
-async function waitForStatus(id) {
+// The index folds events a moment after they are sent; ask until it shows this generation's outcome.
+async function waitForStatus(id, generation) {
+  const ended = (job) => FINISHED.has(job.status) && job.generation >= generation;
   let job = await api(`/v1/jobs/${id}`);
-  for (let i = 0; i < 20 && !FINISHED.has(job.status); i++) {
+  for (let i = 0; i < 20 && !ended(job); i++) {
     await new Promise((r) => setTimeout(r, 150));
     job = await api(`/v1/jobs/${id}`);
   }
@@ -319,6 +353,7 @@ function upsertCard(job, first = false) {
     card.querySelector(".enlarge").addEventListener("click", () => enlarge(card.dataset.id));
     card.querySelector(".delete").addEventListener("click", () => deleteJob(card.dataset.id));
     card.querySelector(".cancel-job").addEventListener("click", () => cancelJob(card.dataset.id));
+    card.querySelector(".replay-job").addEventListener("click", () => replayJob(card.dataset.id));
   }
   $("empty").hidden = true;
   const media = card.querySelector(".media");
@@ -332,6 +367,7 @@ function upsertCard(job, first = false) {
   card.querySelector(".enlarge").hidden = !done;
   card.querySelector(".download").hidden = !done;
   card.querySelector(".cancel-job").hidden = FINISHED.has(job.status);
+  card.querySelector(".replay-job").hidden = !REPLAYABLE.has(job.status) || job.deleted;
   card.querySelector(".delete").hidden = !FINISHED.has(job.status);
   card.querySelector(".download").href = `${job.links.video}?download=1`;
   if (done && !media.querySelector("video")) {
