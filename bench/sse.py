@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from contracts.failures import FailureCode  # noqa: E402
 from contracts.messages import JobFailed, JobSpec, StageProgress  # noqa: E402
 from contracts.params import GenerationParams  # noqa: E402
 from contracts.stages import Stage  # noqa: E402
@@ -122,7 +123,7 @@ async def bench(args: argparse.Namespace, port: int, key: str, nats_url: str, ga
         await asyncio.sleep(args.interval)
     for job in jobs:
         spec = JobSpec(job_id=job["id"], account=job_account, params=GenerationParams(**job["parameters"]))
-        end = JobFailed(job=spec, stage=Stage.LATENT, code="bench", reason="synthetic end of the bench")
+        end = JobFailed(job=spec, stage=Stage.LATENT, code=FailureCode.INTERNAL, reason="synthetic end of the bench")
         where = route(end)
         await js.publish(where.subject, end.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)

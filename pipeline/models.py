@@ -1,11 +1,8 @@
 """Which SVD checkpoint to run, on which device, and how to load it (or build the tiny one in code)."""
 
 import functools
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_temporal_decoder import AutoencoderKLTemporalDecoder
@@ -14,78 +11,41 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
     StableVideoDiffusionPipeline,
 )
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-TINY = "tiny"
-TINY_DEFAULT_RESOLUTION: tuple[int, int] = (256, 192)
-"""(width, height) the tiny model runs at by default: landscape like SVD's 1024x576, small enough for 2 CPU cores."""
-TINY_NATIVE_FRAMES = 8
-"""Frames the tiny UNet generates natively (its ``num_frames`` config)."""
-REAL_DEFAULT_RESOLUTION: tuple[int, int] = (1024, 576)
-"""(width, height) SVD and SVD-XT were trained at."""
+from pipeline.model_catalog import (
+    REAL_DEFAULT_RESOLUTION,
+    TINY,
+    TINY_DEFAULT_RESOLUTION,
+    TINY_NATIVE_FRAMES,
+    ModelDefaults,
+    ModelNotFoundError,
+    ResolvedModel,
+    model_defaults,
+    resolve_model,
+)
+
+__all__ = [
+    "REAL_DEFAULT_RESOLUTION",
+    "TINY",
+    "TINY_DEFAULT_RESOLUTION",
+    "TINY_NATIVE_FRAMES",
+    "ModelDefaults",
+    "ModelNotFoundError",
+    "ResolvedModel",
+    "build_tiny_svd",
+    "load_pipeline",
+    "load_vae",
+    "model_defaults",
+    "pick_device",
+    "resolve_model",
+]
 
 _TINY_SEED = 20231121
 # Real SVD uses 1024-d CLIP ViT-H image embeddings; any size works for random weights as long as
 # the image encoder's projection and the UNet's cross-attention agree.
 _TINY_EMBED_DIM = 32
 _CLIP_IMAGE_SIZE = 224  # the pipeline always resizes the conditioning image to 224x224 for CLIP
-
-ModelKind = Literal["tiny", "folder", "hub"]
-
-
-class ModelNotFoundError(Exception):
-    """The configured model is neither ``tiny``, a local diffusers folder, nor a cached hub id."""
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    """Where a model name points: the built-in tiny model, a local folder or a hub snapshot in the cache."""
-
-    name: str
-    kind: ModelKind
-    path: Path | None
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """Resolution and frame count a model generates when the job does not ask for others."""
-
-    width: int
-    height: int
-    native_frames: int
-
-
-def _not_found(name: str, why: str) -> ModelNotFoundError:
-    return ModelNotFoundError(
-        f"model {name!r} not found ({why}): --model / I2V_MODEL must be 'tiny', a local diffusers SVD folder "
-        "(with model_index.json) or a hub id already in the local Hugging Face cache"
-    )
-
-
-def resolve_model(name: str, *, hf_cache: Path | None = None) -> ResolvedModel:
-    """Find what ``name`` refers to without touching the network; raise ModelNotFoundError otherwise.
-
-    ``hf_cache`` overrides the Hugging Face cache folder (default: the one huggingface_hub uses).
-    """
-    if name == TINY:
-        return ResolvedModel(name=name, kind="tiny", path=None)
-    folder = Path(name).expanduser()
-    if folder.is_dir():
-        if not (folder / "model_index.json").is_file():
-            raise _not_found(name, f"the folder has no model_index.json: {folder.resolve()}")
-        return ResolvedModel(name=name, kind="folder", path=folder.resolve())
-    if folder.exists():
-        raise _not_found(name, "it is a file, not a folder")
-    try:
-        snapshot = snapshot_download(name, cache_dir=hf_cache, local_files_only=True)
-    except (LocalEntryNotFoundError, HFValidationError):
-        raise _not_found(name, "no such folder, and not in the local Hugging Face cache") from None
-    path = Path(str(snapshot))
-    if not (path / "model_index.json").is_file():
-        raise _not_found(name, f"the cached snapshot has no model_index.json: {path}")
-    return ResolvedModel(name=name, kind="hub", path=path)
 
 
 def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
@@ -217,18 +177,3 @@ def load_vae(name: str, device: torch.device, dtype: torch.dtype) -> Autoencoder
         vae = AutoencoderKLTemporalDecoder.from_pretrained(resolved.path, subfolder="vae", dtype=dtype, variant=variant)
     _place([vae], device, dtype)
     return vae
-
-
-def model_defaults(name: str) -> ModelDefaults:
-    """Default width, height and native frame count of model ``name``, read from config files only."""
-    resolved = resolve_model(name)
-    if resolved.path is None:
-        width, height = TINY_DEFAULT_RESOLUTION
-        return ModelDefaults(width=width, height=height, native_frames=TINY_NATIVE_FRAMES)
-    config_file = resolved.path / "unet" / "config.json"
-    try:
-        num_frames = json.loads(config_file.read_text())["num_frames"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise _not_found(name, f"cannot read num_frames from {config_file}: {exc}") from None
-    width, height = REAL_DEFAULT_RESOLUTION
-    return ModelDefaults(width=width, height=height, native_frames=int(num_frames))

@@ -65,7 +65,7 @@ def check_output(output: Path) -> None:
 def check_locally(request: GenerateRequest) -> bytes:
     """Fail fast, before any server starts: the output, the file, the model and the image itself."""
     from pipeline.image import ImageRejected, prepare_image
-    from pipeline.models import ModelNotFoundError, model_defaults
+    from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
     check_output(request.output)
     try:

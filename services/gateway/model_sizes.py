@@ -1,7 +1,7 @@
 """The size each model generates at, which fits an upload as ingest will: read from config files only.
 
-The gateway never loads weights; the first lookup imports the pipeline's model module (and torch with
-it), so the app looks up its configured model once at start, in a worker thread.
+The gateway never loads weights and never imports torch: ``pipeline.model_catalog`` reads names and config
+files only. A folder model's config is read from disk, so lookups run in a worker thread.
 """
 
 import logging
@@ -20,9 +20,9 @@ ModelSize = Callable[[str], tuple[int, int]]
 def model_size_from_config(model: str) -> tuple[int, int]:
     """The model's native size from its config files, as ingest reads it; no weights are loaded.
 
-    Blocking (the first call imports the pipeline's model module): call it from a worker thread.
+    Blocking (it reads files): call it from a worker thread.
     """
-    from pipeline.models import ModelNotFoundError, model_defaults
+    from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
     try:
         defaults = model_defaults(model)

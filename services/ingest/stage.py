@@ -14,7 +14,7 @@ ModelSize = Callable[[str], tuple[int, int]]
 
 def model_size_from_checkpoint(model: str) -> tuple[int, int]:
     """Native resolution read from the checkpoint's config (no weights loaded)."""
-    from pipeline.models import ModelNotFoundError, model_defaults
+    from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
     try:
         defaults = model_defaults(model)

@@ -39,7 +39,7 @@ class LatentStage:
         from PIL import Image
 
         from pipeline.latents import fps_conditioning, generate_latents
-        from pipeline.models import model_defaults
+        from pipeline.model_catalog import model_defaults
         from pipeline.tensors import latents_to_bytes
         from services.bus.faults import JobCancelledError
 

@@ -262,3 +262,14 @@ def test_folder_defaults_without_unet_config_fail(tmp_path: Path) -> None:
     (tmp_path / "model_index.json").write_text("{}")
     with pytest.raises(ModelNotFoundError, match=r"unet/config\.json"):
         model_defaults(str(tmp_path))
+
+
+def test_the_catalog_and_the_gateway_never_import_torch() -> None:
+    # The gateway checks uploads at the model's size; that must not cost it torch's start-up and memory.
+    code = (
+        "import sys, pipeline.model_catalog as c, services.gateway.app\n"
+        "assert c.model_defaults('tiny').width == 256\n"
+        "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
