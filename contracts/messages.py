@@ -200,6 +200,10 @@ Event = Annotated[
 ]
 Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
 """The one event that ends a job generation; exactly one is published per (job, generation)."""
+StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
+"""A job's lifecycle and progress, short of its terminal event."""
+Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
+"""What a stage consumes from its work subject."""
 TerminalEvent = Annotated[Terminal, Field(discriminator="type")]
 TERMINAL_TYPES: frozenset[str] = frozenset(
     t.model_fields["type"].default for t in (JobCompleted, JobFailed, JobRejected, JobCancelled)

@@ -7,25 +7,8 @@ are tested against recording fakes in milliseconds. The NATS adapters are in :mo
 from collections.abc import Callable
 from typing import Protocol
 
-from contracts.messages import (
-    CancelRequested,
-    DeadLetter,
-    FramesReady,
-    ImagePrepared,
-    JobSubmitted,
-    LatentsReady,
-    PointsReserved,
-    ReplayRequested,
-    StageFinished,
-    StageProgress,
-    StageStarted,
-    Terminal,
-)
+from contracts.messages import Command, DeadLetter, StageEvent, Terminal
 
-Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
-"""What a stage consumes from its work subject."""
-StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
-"""A job's lifecycle and progress, short of its terminal event."""
 Outgoing = Command | Terminal | StageEvent | DeadLetter
 """Everything a service publishes."""
 

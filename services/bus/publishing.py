@@ -4,6 +4,7 @@ from pydantic import BaseModel
 
 from contracts.messages import (
     CancelRequested,
+    Command,
     DeadLetter,
     FramesReady,
     ImagePrepared,
@@ -11,6 +12,7 @@ from contracts.messages import (
     LatentsReady,
     PointsReserved,
     ReplayRequested,
+    StageEvent,
     StageFinished,
     StageProgress,
     StageStarted,
@@ -26,7 +28,7 @@ from contracts.subjects import (
     msg_id,
     work_subject,
 )
-from services.bus.ports import Command, Outgoing, StageEvent
+from services.bus.ports import Outgoing
 
 __all__ = ["Command", "Route", "StageEvent", "route"]
 

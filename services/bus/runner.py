@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from contracts.failures import FailureCode
 from contracts.keys import command_key
 from contracts.messages import (
+    Command,
     DeadLetter,
     JobCancelled,
     JobFailed,
@@ -38,7 +39,7 @@ from contracts.stages import Stage
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import Fault, JobCancelledError, classify
-from services.bus.ports import CancelCheck, Command, Delivery, Progress, Publisher
+from services.bus.ports import CancelCheck, Delivery, Progress, Publisher
 from services.config import Settings
 
 log = logging.getLogger("i2v.runner")
