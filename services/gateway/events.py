@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import ValidationError
+from pydantic_core import to_json
 
 from contracts.messages import Event, is_terminal, parse_event
 from contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, job_events_filter
@@ -60,7 +61,7 @@ def frame(sequence: int, data: bytes) -> Frame:
         # A newer schema or a stray message: the index skips it, and clients are shown nothing.
         return Frame(sequence, data, None, b"")
     shown = public_event(event)
-    sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (sequence, event.type.encode(), shown.model_dump_json().encode())
+    sse = b"id: %d\nevent: %s\ndata: %s\n\n" % (sequence, event.type.encode(), to_json(shown))
     return Frame(sequence, data, event, sse)
 
 

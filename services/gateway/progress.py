@@ -99,14 +99,9 @@ class JobOutput(BaseModel):
 
     @classmethod
     def of(cls, event: JobCompleted) -> "JobOutput":
-        return cls(
-            frame_count=event.frame_count,
-            fps=event.fps,
-            duration_s=event.duration_s,
-            width=event.width,
-            height=event.height,
-            size_bytes=event.video.size,
-        )
+        """The event's measures of the video, under the same names, and the video's size."""
+        measures = event.model_dump(include=set(cls.model_fields) - {"size_bytes"})
+        return cls(size_bytes=event.video.size, **measures)
 
 
 def spec_of(event: Event) -> JobSpec | None:

@@ -1,131 +1,41 @@
 """What an SSE client sees of a job's events: public fields, and the API's own URLs for the results.
 
 Events on the bus carry object references (bucket, key, sha256) and the whole job spec, account
-included; those stay inside. Every event the gateway sends over SSE is projected here first. Each
-projection names its job and generation, so a client can tell a replay's events from the ones before.
+included; those stay inside. Every event the gateway sends over SSE is projected here first: its type,
+its job and generation (so a client can tell a replay's events from the ones before), and only the
+fields :data:`SHOWN` lists for its type.
 """
 
-from datetime import datetime
-from typing import Literal
+from pydantic import BaseModel
 
-from pydantic import BaseModel, ConfigDict
-
-from contracts.failures import FailureCode
-from contracts.messages import (
-    CancelRequested,
-    Event,
-    JobCancelled,
-    JobCompleted,
-    JobFailed,
-    JobRejected,
-    ReplayRequested,
-    StageFinished,
-    StageProgress,
-    StageStarted,
-)
-from contracts.stages import Stage
+from contracts import messages
 from services.gateway.progress import JobOutput, generation_of, job_id_of
 from services.gateway.schemas import JobLinks
 
+SHOWN: dict[type[BaseModel], tuple[str, ...]] = {
+    messages.StageStarted: ("stage", "attempt"),
+    messages.StageProgress: ("stage", "step", "total"),
+    messages.StageFinished: ("stage", "seconds"),
+    messages.CancelRequested: ("requested_at",),
+    messages.ReplayRequested: ("stage",),
+    messages.JobCompleted: ("price",),
+    messages.JobFailed: ("stage", "code", "reason"),
+    messages.JobRejected: ("code", "reason", "price"),
+    messages.JobCancelled: ("stage",),
+}
+"""The fields each event type shows besides its type, job and generation, in this order; an allowlist."""
 
-class PublicEvent(BaseModel):
-    """Fields every event shows: which job, which generation of it (0, then one more per replay)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    job_id: str
-    generation: int
-
-
-class PublicStageStarted(PublicEvent):
-    type: Literal["StageStarted"] = "StageStarted"
-    stage: Stage
-    attempt: int
-
-
-class PublicStageProgress(PublicEvent):
-    type: Literal["StageProgress"] = "StageProgress"
-    stage: Stage
-    step: int
-    total: int
+_PUBLIC_NAME = {"reason": "message"}  # the word the API's own errors use
 
 
-class PublicStageFinished(PublicEvent):
-    type: Literal["StageFinished"] = "StageFinished"
-    stage: Stage
-    seconds: float
-
-
-class PublicCancelRequested(PublicEvent):
-    type: Literal["CancelRequested"] = "CancelRequested"
-    requested_at: datetime
-
-
-class PublicReplayRequested(PublicEvent):
-    type: Literal["ReplayRequested"] = "ReplayRequested"
-    stage: Stage
-
-
-class PublicJobCompleted(PublicEvent):
-    type: Literal["JobCompleted"] = "JobCompleted"
-    price: int
-    output: JobOutput
-    video: str
-    poster: str
-
-
-class PublicJobFailed(PublicEvent):
-    type: Literal["JobFailed"] = "JobFailed"
-    stage: Stage
-    code: FailureCode
-    message: str
-
-
-class PublicJobRejected(PublicEvent):
-    type: Literal["JobRejected"] = "JobRejected"
-    code: FailureCode
-    message: str
-    price: int
-
-
-class PublicJobCancelled(PublicEvent):
-    type: Literal["JobCancelled"] = "JobCancelled"
-    stage: Stage | None
-
-
-def public_event(event: Event) -> PublicEvent:
-    """The client's view of one event of its job."""
-    job_id, generation = job_id_of(event), generation_of(event)
-    match event:
-        case StageStarted():
-            return PublicStageStarted(job_id=job_id, generation=generation, stage=event.stage, attempt=event.attempt)
-        case StageProgress():
-            return PublicStageProgress(
-                job_id=job_id, generation=generation, stage=event.stage, step=event.step, total=event.total
-            )
-        case StageFinished():
-            return PublicStageFinished(job_id=job_id, generation=generation, stage=event.stage, seconds=event.seconds)
-        case CancelRequested():
-            return PublicCancelRequested(job_id=job_id, generation=generation, requested_at=event.requested_at)
-        case ReplayRequested():
-            return PublicReplayRequested(job_id=job_id, generation=generation, stage=event.stage)
-        case JobCompleted():
-            links = JobLinks.of(job_id)
-            return PublicJobCompleted(
-                job_id=job_id,
-                generation=generation,
-                price=event.price,
-                output=JobOutput.of(event),
-                video=links.video,
-                poster=links.poster,
-            )
-        case JobFailed():
-            return PublicJobFailed(
-                job_id=job_id, generation=generation, stage=event.stage, code=event.code, message=event.reason
-            )
-        case JobRejected():
-            return PublicJobRejected(
-                job_id=job_id, generation=generation, code=event.code, message=event.reason, price=event.price
-            )
-        case JobCancelled():
-            return PublicJobCancelled(job_id=job_id, generation=generation, stage=event.stage)
+def public_event(event: messages.Event) -> dict[str, object]:
+    """The client's view of one event of its job, ready for JSON; a completed job adds its output and URLs."""
+    job_id = job_id_of(event)
+    names = SHOWN[type(event)]
+    values = event.model_dump(mode="json", include=set(names))
+    shown: dict[str, object] = {"job_id": job_id, "generation": generation_of(event), "type": event.type}
+    shown |= {_PUBLIC_NAME.get(name, name): values[name] for name in names}
+    if isinstance(event, messages.JobCompleted):
+        links = JobLinks.of(job_id)
+        shown |= {"output": JobOutput.of(event).model_dump(mode="json"), "video": links.video, "poster": links.poster}
+    return shown
