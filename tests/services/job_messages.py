@@ -5,15 +5,24 @@ from contracts.messages import JobCompleted, JobSpec
 from contracts.refs import ObjectRef
 
 
-def completed(job: JobSpec, price: int, *, width: int = 128, height: int = 64) -> JobCompleted:
-    """The job's JobCompleted at ``price``: a video as long and as fast as its params ask, one ref for both files."""
+def completed(
+    job: JobSpec,
+    price: int,
+    *,
+    width: int = 128,
+    height: int = 64,
+    video: ObjectRef | None = None,
+    poster: ObjectRef | None = None,
+) -> JobCompleted:
+    """The job's JobCompleted at ``price``: a video as long and as fast as its params ask; ``video`` and
+    ``poster`` default to one stand-in ref for both files."""
     ref = ObjectRef(
         bucket="i2v", key=artifact_key(job.job_id, 0, "video.mp4"), size=1, sha256="0" * 64, content_type="video/mp4"
     )
     return JobCompleted(
         job=job,
-        video=ref,
-        poster=ref,
+        video=ref if video is None else video,
+        poster=ref if poster is None else poster,
         frame_count=job.params.frame_count,
         fps=job.params.fps,
         duration_s=job.params.duration,

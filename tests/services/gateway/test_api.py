@@ -17,7 +17,6 @@ from contracts.keys import artifact_key, command_key, upload_key
 from contracts.messages import (
     ImagePrepared,
     JobCancelled,
-    JobCompleted,
     JobFailed,
     JobSpec,
     JobSubmitted,
@@ -34,6 +33,7 @@ from infra.objectstore import S3ObjectStore, minio_client
 from infra.seaweed import SeaweedS3
 from services.bus.streams import ensure_streams
 from tests.services.gateway.conftest import RunningGateway, running_gateway
+from tests.services.job_messages import completed
 
 
 def picture(kind: str = "PNG") -> bytes:
@@ -73,19 +73,7 @@ async def complete(
     for stage in Stage:
         await gateway.publish(StageStarted(job_id=spec.job_id, stage=stage, generation=generation))
         await gateway.publish(StageFinished(job_id=spec.job_id, stage=stage, generation=generation, seconds=0.5))
-    await gateway.publish(
-        JobCompleted(
-            job=spec,
-            video=video_ref,
-            poster=poster_ref,
-            frame_count=16,
-            fps=8,
-            duration_s=2.0,
-            width=256,
-            height=192,
-            price=job["price"],
-        )
-    )
+    await gateway.publish(completed(spec, job["price"], width=256, height=192, video=video_ref, poster=poster_ref))
 
 
 async def read_sse(response: httpx.Response, stop_after: int | None = None) -> list[dict[str, str]]:
@@ -321,9 +309,9 @@ async def test_sse_history_then_live_and_resume_without_loss_or_duplicates(gatew
         assert events[0]["event"] == "StageStarted" and events[-1]["event"] == "JobCompleted"
         assert any(e.get("comment") == "heartbeat" for e in rest)
         # Clients are shown public fields and this API's URLs, never where objects are kept or whose they are.
-        completed = json.loads(events[-1]["data"])
-        assert completed["video"] == job["links"]["video"] and completed["poster"] == job["links"]["poster"]
-        assert completed["output"]["frame_count"] == 16 and completed["generation"] == 0
+        shown = json.loads(events[-1]["data"])
+        assert shown["video"] == job["links"]["video"] and shown["poster"] == job["links"]["poster"]
+        assert shown["output"]["frame_count"] == 16 and shown["generation"] == 0
         for event in events:
             if "data" in event:
                 for internal in (gateway.store.bucket, name, "sha256", '"jobs/', "schema_version"):

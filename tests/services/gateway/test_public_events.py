@@ -2,28 +2,19 @@
 
 import json
 
+from contracts import messages
 from contracts.failures import FailureCode
-from contracts.messages import (
-    CancelRequested,
-    Event,
-    JobCancelled,
-    JobCompleted,
-    JobFailed,
-    JobRejected,
-    JobSpec,
-    ReplayRequested,
-    StageFinished,
-    StageProgress,
-    StageStarted,
-)
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from services.gateway.events import frame
+from tests.services.job_messages import completed
 
 ACCOUNT = "alice-private"
 BUCKET = "internal-bucket"
-SPEC = JobSpec(job_id="jpublic0001", account=ACCOUNT, params=GenerationParams(duration=2, seed=9), generation=1)
+SPEC = messages.JobSpec(
+    job_id="jpublic0001", account=ACCOUNT, params=GenerationParams(duration=2, seed=9), generation=1
+)
 VIDEO = ObjectRef(
     bucket=BUCKET, key="jobs/jpublic0001/g1/video.mp4", size=5000, sha256="a" * 64, content_type="video/mp4"
 )
@@ -32,30 +23,24 @@ POSTER = ObjectRef(
 )
 JOB = SPEC.job_id
 
-EVERY_EVENT: list[Event] = [
-    StageStarted(job_id=JOB, stage=Stage.INGEST, generation=1),
-    StageProgress(job_id=JOB, stage=Stage.LATENT, generation=1, step=2, total=4),
-    StageFinished(job_id=JOB, stage=Stage.LATENT, generation=1, seconds=1.5),
-    CancelRequested(job_id=JOB, generation=1, reason=f"cancelled by {ACCOUNT} through the API"),
-    ReplayRequested(job_id=JOB, generation=1, stage=Stage.DECODE),
-    JobCompleted(
-        job=SPEC,
-        video=VIDEO,
-        poster=POSTER,
-        frame_count=16,
-        fps=8,
-        duration_s=2.0,
-        width=256,
-        height=192,
-        price=16,
+EVERY_EVENT: list[messages.Event] = [
+    messages.StageStarted(job_id=JOB, stage=Stage.INGEST, generation=1),
+    messages.StageProgress(job_id=JOB, stage=Stage.LATENT, generation=1, step=2, total=4),
+    messages.StageFinished(job_id=JOB, stage=Stage.LATENT, generation=1, seconds=1.5),
+    messages.CancelRequested(job_id=JOB, generation=1, reason=f"cancelled by {ACCOUNT} through the API"),
+    messages.ReplayRequested(job_id=JOB, generation=1, stage=Stage.DECODE),
+    completed(SPEC, 16, width=256, height=192, video=VIDEO, poster=POSTER),
+    messages.JobFailed(
+        job=SPEC, stage=Stage.DECODE, code=FailureCode.OUT_OF_MEMORY, reason="the GPU ran out of memory"
     ),
-    JobFailed(job=SPEC, stage=Stage.DECODE, code=FailureCode.OUT_OF_MEMORY, reason="the GPU ran out of memory"),
-    JobRejected(job=SPEC, code=FailureCode.INSUFFICIENT_POINTS, reason="16 points needed", price=16, balance=3),
-    JobCancelled(job=SPEC, stage=Stage.LATENT),
+    messages.JobRejected(
+        job=SPEC, code=FailureCode.INSUFFICIENT_POINTS, reason="16 points needed", price=16, balance=3
+    ),
+    messages.JobCancelled(job=SPEC, stage=Stage.LATENT),
 ]
 
 
-def shown(event: Event) -> dict[str, object]:
+def shown(event: messages.Event) -> dict[str, object]:
     item = frame(7, event.model_dump_json().encode())
     lines = item.sse.decode().split("\n")
     assert lines[:2] == ["id: 7", f"event: {event.type}"]
