@@ -86,13 +86,18 @@ def at_least(count: int) -> Callable[[list[Msg]], bool]:
 
 async def consumer_drained(js: JetStreamContext, stage: Stage, timeout: float = 10.0) -> ConsumerInfo:
     """The stage's durable once nothing is pending or unacked; fails if that never happens."""
+    return await consumer_settled(js, WORK_STREAM, durable_name(stage), timeout)
+
+
+async def consumer_settled(js: JetStreamContext, stream: str, durable: str, timeout: float = 10.0) -> ConsumerInfo:
+    """The durable ``durable`` on ``stream`` once nothing is pending or unacked; fails if that never happens."""
     deadline = time.monotonic() + timeout
     while True:
-        info: ConsumerInfo = await js.consumer_info(WORK_STREAM, durable_name(stage))
+        info: ConsumerInfo = await js.consumer_info(stream, durable)
         if info.num_ack_pending == 0 and info.num_pending == 0:
             return info
         if time.monotonic() > deadline:
-            raise AssertionError(f"{durable_name(stage)} never drained: {info}")
+            raise AssertionError(f"{durable} never drained: {info}")
         await asyncio.sleep(0.05)
 
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from faststream.nats.annotations import NatsMessage
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerInfo
 
 from contracts.failures import FailureCode
 from contracts.messages import DeadLetter, JobFailed, JobSpec, TerminalEvent
@@ -25,7 +24,7 @@ from services.billing.ledger import open_ledger
 from services.bus.adapters import NatsDelivery
 from services.bus.publishing import route
 from services.bus.service import service_kit
-from tests.services.bus_helpers import Tail, at_least, settings_for
+from tests.services.bus_helpers import Tail, at_least, consumer_settled, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -39,17 +38,6 @@ def failed(job_id: str) -> JobFailed:
 
 async def publish_event(js: JetStreamContext, subject: str, body: bytes, msg_id: str) -> None:
     await js.publish(subject, body, headers={"Nats-Msg-Id": msg_id})
-
-
-async def settled_consumer(js: JetStreamContext, durable: str, timeout: float = 10.0) -> ConsumerInfo:
-    deadline = time.monotonic() + timeout
-    while True:
-        info: ConsumerInfo = await js.consumer_info(EVENTS_STREAM, durable)
-        if info.num_ack_pending == 0 and info.num_pending == 0:
-            return info
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{durable} never settled: {info}")
-        await asyncio.sleep(0.05)
 
 
 async def test_unreadable_terminal_events_are_dead_lettered_once_and_billing_settles_the_next(
@@ -69,7 +57,7 @@ async def test_unreadable_terminal_events_are_dead_lettered_once_and_billing_set
         await publish_event(js, event_subject("job-v2-event", "terminal"), json.dumps(v2).encode(), "v2")
         await publish_event(js, route(good).subject, good.model_dump_json().encode(), route(good).msg_id)
         await dlq.until(at_least(2))
-        info = await settled_consumer(js, SETTLE)
+        info = await consumer_settled(js, EVENTS_STREAM, SETTLE)
         await asyncio.sleep(1.0)  # a spinning consumer would have delivered thousands of times by now
         after = await js.consumer_info(EVENTS_STREAM, SETTLE)
         await dlq.quiet(0.1)
@@ -121,7 +109,7 @@ async def test_an_event_that_keeps_failing_is_retried_with_backoff_then_dead_let
     try:
         await publish_event(js, route(event).subject, event.model_dump_json().encode(), route(event).msg_id)
         await dlq.until(at_least(1))
-        await settled_consumer(js, "probe-settle")
+        await consumer_settled(js, EVENTS_STREAM, "probe-settle")
         await asyncio.sleep(1.0)  # three backoffs' worth: room for a wrong redelivery to show
         info = await js.consumer_info(EVENTS_STREAM, "probe-settle")
         await dlq.quiet(0.1)
