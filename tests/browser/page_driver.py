@@ -3,7 +3,9 @@
 ``python -m tests.browser.page_driver URL KEY`` runs it against a stack you started yourself.
 """
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,36 +47,44 @@ def launch(playwright_browser_type: object) -> Browser:
     return browser
 
 
-def generate_through_page(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> PageRun:
-    """Log in, upload, generate a short clip with 4 steps, watch it to 100%, play the result."""
-    run = PageRun()
-    ARTIFACTS.mkdir(exist_ok=True)
+@contextlib.contextmanager
+def logged_in_page(url: str, api_key: str, console_errors: list[str]) -> Iterator[Page]:
+    """The page at ``url`` in a desktop-sized window, logged in with ``api_key``; the console's errors and
+    the page's uncaught ones are added to ``console_errors``. The browser closes on the way out."""
     with sync_playwright() as p:
         browser = launch(p.chromium)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: run.console_errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: run.console_errors.append(str(e)))
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: console_errors.append(str(e)))
             page.goto(url)
             _log_in(page, api_key)
-            _fill_form(page, image, run)
-            page.click("#generate")
-            _watch_progress(page, run, timeout_s)
-            _check_video(page, run)
-            shot = ARTIFACTS / "gateway-page.png"
-            page.screenshot(path=str(shot), full_page=True)
-            run.screenshots.append(shot)
-
-            page.reload()
-            page.wait_for_selector(".item:first-child video", timeout=15_000)
-            run.cards_after_reload = page.locator(".item").count()
-
-            page.set_viewport_size({"width": 390, "height": 844})
-            narrow = ARTIFACTS / "gateway-page-narrow.png"
-            page.screenshot(path=str(narrow), full_page=True)
-            run.screenshots.append(narrow)
+            yield page
         finally:
             browser.close()
+
+
+def generate_through_page(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> PageRun:
+    """Log in, upload, generate a short clip with 4 steps, watch it to 100%, play the result."""
+    run = PageRun()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with logged_in_page(url, api_key, run.console_errors) as page:
+        _fill_form(page, image, run)
+        page.click("#generate")
+        _watch_progress(page, run, timeout_s)
+        _check_video(page, run)
+        shot = ARTIFACTS / "gateway-page.png"
+        page.screenshot(path=str(shot), full_page=True)
+        run.screenshots.append(shot)
+
+        page.reload()
+        page.wait_for_selector(".item:first-child video", timeout=15_000)
+        run.cards_after_reload = page.locator(".item").count()
+
+        page.set_viewport_size({"width": 390, "height": 844})
+        narrow = ARTIFACTS / "gateway-page-narrow.png"
+        page.screenshot(path=str(narrow), full_page=True)
+        run.screenshots.append(narrow)
     return run
 
 
@@ -92,35 +102,21 @@ class ReplayRun:
 def cancel_then_run_again(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> ReplayRun:
     """Generate, cancel at once, then "Run again" on the card and follow the replay to its video."""
     run = ReplayRun()
-    with sync_playwright() as p:
-        browser = launch(p.chromium)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: run.console_errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: run.console_errors.append(str(e)))
-            page.goto(url)
-            _log_in(page, api_key)
-            _fill_form(page, image, PageRun())
-            page.click("#generate")
-            page.wait_for_selector("#cancel:not([hidden])")
-            page.click("#cancel")
-            page.wait_for_function(
-                "document.querySelector('#progress-title').textContent === 'Cancelled'", timeout=timeout_s * 1000
-            )
-            run.cancelled_title = page.inner_text("#progress-title")
-            page.click(".item:first-child .replay-job")
-            page.wait_for_function("document.querySelector('#progress-title').textContent === 'Working on it'")
-            _watch_progress(page, run, timeout_s)
-            page.wait_for_selector(".item:first-child video", timeout=20_000)
-            run.status_after = page.inner_text(".item:first-child .status")
-            page.wait_for_function(
-                "() => { const v = document.querySelector('.item:first-child video');"
-                " return v.readyState >= 1 && v.duration > 0; }",
-                timeout=20_000,
-            )
-            run.video_duration = float(page.evaluate("document.querySelector('.item:first-child video').duration"))
-        finally:
-            browser.close()
+    with logged_in_page(url, api_key, run.console_errors) as page:
+        _fill_form(page, image, PageRun())
+        page.click("#generate")
+        page.wait_for_selector("#cancel:not([hidden])")
+        page.click("#cancel")
+        page.wait_for_function(
+            "document.querySelector('#progress-title').textContent === 'Cancelled'", timeout=timeout_s * 1000
+        )
+        run.cancelled_title = page.inner_text("#progress-title")
+        page.click(".item:first-child .replay-job")
+        page.wait_for_function("document.querySelector('#progress-title').textContent === 'Working on it'")
+        _watch_progress(page, run, timeout_s)
+        page.wait_for_selector(".item:first-child video", timeout=20_000)
+        run.status_after = page.inner_text(".item:first-child .status")
+        run.video_duration = _video_duration(page)
     return run
 
 
@@ -184,16 +180,21 @@ def _watch_progress(page: Page, run: PageRun | ReplayRun, timeout_s: float) -> N
 
 def _check_video(page: Page, run: PageRun) -> None:
     page.wait_for_selector(".item:first-child video")
+    run.video_duration = _video_duration(page)
+    page.evaluate("document.querySelector('.item:first-child video').play()")
+    page.wait_for_function("document.querySelector('.item:first-child video').currentTime > 0.2", timeout=20_000)
+    run.played_to = float(page.evaluate("document.querySelector('.item:first-child video').currentTime"))
+    page.evaluate("document.querySelector('.item:first-child video').pause()")
+
+
+def _video_duration(page: Page) -> float:
+    """The duration of the first card's video, once its metadata has loaded."""
     page.wait_for_function(
         "() => { const v = document.querySelector('.item:first-child video');"
         " return v.readyState >= 1 && v.duration > 0; }",
         timeout=20_000,
     )
-    run.video_duration = float(page.evaluate("document.querySelector('.item:first-child video').duration"))
-    page.evaluate("document.querySelector('.item:first-child video').play()")
-    page.wait_for_function("document.querySelector('.item:first-child video').currentTime > 0.2", timeout=20_000)
-    run.played_to = float(page.evaluate("document.querySelector('.item:first-child video').currentTime"))
-    page.evaluate("document.querySelector('.item:first-child video').pause()")
+    return float(page.evaluate("document.querySelector('.item:first-child video').duration"))
 
 
 if __name__ == "__main__":
