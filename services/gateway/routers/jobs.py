@@ -1,9 +1,10 @@
 """Jobs: submit, list, status, events (SSE), cancel, replay, delete, and the video and poster."""
 
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from contracts.keys import job_prefix
@@ -174,34 +175,44 @@ _MEDIA_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{job_id}/video", responses=_MEDIA_RESPONSES)
-@router.head("/{job_id}/video", responses=_MEDIA_RESPONSES)
-async def job_video(
+@dataclass(frozen=True)
+class MediaRequest:
+    """What serving the job's video or poster needs: the request, the caller's job, the gateway, a `Range`."""
+
+    request: Request
+    view: JobView
+    gateway: Gateway
+    range_header: str | None
+
+
+async def _media_request(
     request: Request,
     view: OwnJob,
     gateway: GatewayDep,
-    download: bool = False,
     range_header: Annotated[str | None, Header(alias="range")] = None,
-) -> Response:
+) -> MediaRequest:
+    return MediaRequest(request, view, gateway, range_header)
+
+
+MediaRequestDep = Annotated[MediaRequest, Depends(_media_request)]
+
+
+@router.get("/{job_id}/video", responses=_MEDIA_RESPONSES)
+@router.head("/{job_id}/video", responses=_MEDIA_RESPONSES)
+async def job_video(media: MediaRequestDep, download: bool = False) -> Response:
     """The MP4 (H.264, faststart). `Range` for seeking, an ETag for `If-None-Match`; `?download=1` saves it."""
-    return await _media(request, view, gateway, "video", range_header, download)
+    return await _media(media, "video", download)
 
 
 @router.get("/{job_id}/poster", responses=_MEDIA_RESPONSES)
 @router.head("/{job_id}/poster", responses=_MEDIA_RESPONSES)
-async def job_poster(
-    request: Request,
-    view: OwnJob,
-    gateway: GatewayDep,
-    range_header: Annotated[str | None, Header(alias="range")] = None,
-) -> Response:
+async def job_poster(media: MediaRequestDep) -> Response:
     """The poster image (the first frame)."""
-    return await _media(request, view, gateway, "poster", range_header, False)
+    return await _media(media, "poster", download=False)
 
 
-async def _media(
-    request: Request, view: JobView, gateway: Gateway, which: str, range_header: str | None, download: bool
-) -> Response:
+async def _media(media: MediaRequest, which: str, download: bool) -> Response:
+    request, view, gateway, range_header = media.request, media.view, media.gateway, media.range_header
     if view.deleted:
         raise ApiError(410, "deleted", "the job's files were deleted")
     ref: ObjectRef | None = view.video if which == "video" else view.poster
