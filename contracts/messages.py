@@ -1,5 +1,6 @@
 """Messages on the bus: commands to stages and events of a job's history. Frozen and versioned."""
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
@@ -21,11 +22,21 @@ class Contract(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
 
 
+ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+"""What an account may be called. The ledger refuses other names at creation: every job of an account
+carries its name in the JobSpec, so a name this pattern refuses could never submit a job."""
+
+
+def is_account_name(name: str) -> bool:
+    """Whether ``name`` matches :data:`ACCOUNT_NAME_PATTERN` (the whole string; a trailing newline fails)."""
+    return re.fullmatch(ACCOUNT_NAME_PATTERN, name) is not None
+
+
 class JobSpec(Contract):
     """Who asked for what; rides along every message of the job. The seed is always concrete here."""
 
     job_id: Annotated[str, Field(pattern=r"^[a-z0-9_-]{6,64}$")]
-    account: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+    account: Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN)]
     params: GenerationParams
     generation: Annotated[int, Field(ge=0, description="bumped by each replay")] = 0
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))

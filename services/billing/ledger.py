@@ -9,6 +9,7 @@ at reserve time; capture only settles the reservation, and its entry records whe
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -18,6 +19,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol, cast
 
 import psycopg
+
+from contracts.messages import ACCOUNT_NAME_PATTERN, is_account_name
 
 EntryKind = Literal["credit", "reserve", "capture", "refund"]
 ReservationState = Literal["reserved", "captured", "refunded", "rejected"]
@@ -38,6 +41,17 @@ class AccountExistsError(LedgerError):
 
 class UnknownAccountError(LedgerError):
     """The named account does not exist."""
+
+
+class InvalidAccountNameError(LedgerError, ValueError):
+    """The name does not match the JobSpec's account pattern, so the account could never submit a job."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"account name {name!r} is not allowed: use 1 to 64 letters, digits, '.', '_' or '-'"
+            f" (pattern {ACCOUNT_NAME_PATTERN})"
+        )
+        self.name = name
 
 
 class ApiKeyInUseError(LedgerError):
@@ -188,6 +202,9 @@ class _SqliteBackend:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        # The ledger holds every account's balance and API key hash: readable by its owner only. SQLite
+        # gives the -wal and -shm files it creates beside it the database file's mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with self._connect() as conn:
             # WAL lets readers run beside the single writer; the mode is stored in the file.
             conn.execute("PRAGMA journal_mode=WAL")
@@ -266,6 +283,11 @@ def _journal(
     )
 
 
+def _check_name(name: str) -> None:
+    if not is_account_name(name):
+        raise InvalidAccountNameError(name)
+
+
 def _as_datetime(value: object) -> datetime:
     if isinstance(value, datetime):
         return value
@@ -285,7 +307,9 @@ class SqlLedger:
     # --- accounts ---------------------------------------------------------------------------------
 
     def create_account(self, name: str, points: int, api_key_hash: str | None = None) -> None:
-        """Open an account holding ``points``; raises AccountExistsError if the name is taken."""
+        """Open an account holding ``points``; raises AccountExistsError if the name is taken and
+        InvalidAccountNameError for a name no job could carry."""
+        _check_name(name)
         if points < 0:
             raise ValueError(f"opening points must be >= 0, got {points}")
         try:
@@ -297,6 +321,7 @@ class SqlLedger:
 
     def ensure_account(self, name: str, points: int) -> bool:
         """Open the account with ``points`` unless it exists; True if it was created now."""
+        _check_name(name)
         if points < 0:
             raise ValueError(f"opening points must be >= 0, got {points}")
         with self._tx() as tx:

@@ -250,10 +250,24 @@ def _operate(args: argparse.Namespace) -> int:
 def _accounts(args: argparse.Namespace) -> int:
     import psycopg
 
-    from services.billing.ledger import AccountExistsError, LedgerNotFoundError, UnknownAccountError, open_ledger
+    from contracts.messages import is_account_name
+    from services.billing.ledger import (
+        AccountExistsError,
+        InvalidAccountNameError,
+        LedgerNotFoundError,
+        UnknownAccountError,
+        open_ledger,
+    )
     from services.cli.settings import load_settings
     from services.gateway.auth import hash_api_key, new_api_key
 
+    if args.accounts_command == "create":
+        # Checked before the ledger is opened: a name no job could carry, or a negative balance, is refused
+        # whatever the ledger holds.
+        if not is_account_name(args.name):
+            raise CliError(str(InvalidAccountNameError(args.name)))
+        if args.points < 0:
+            raise CliError(f"--points must be 0 or more, got {args.points}")
     settings = load_settings(args.state_dir)
     dsn = settings.resolved_ledger_dsn()
     try:

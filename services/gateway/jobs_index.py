@@ -5,6 +5,7 @@ checkpoint of the last folded stream sequence lets a restarted gateway catch up 
 SQLite, one connection per call: every call is blocking and runs in a worker thread.
 """
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ class JobsIndex:
     def __init__(self, path: Path) -> None:
         self._path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Every account's jobs are listed here: readable by the owner only (SQLite gives -wal/-shm this mode).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:

@@ -15,11 +15,15 @@ from typing import Any, TypeVar
 
 import psycopg
 import pytest
+from pydantic import ValidationError
 
+from contracts.messages import JobSpec
+from contracts.params import GenerationParams
 from contracts.pricing import price_points
 from services.billing.ledger import (
     AccountExistsError,
     ApiKeyInUseError,
+    InvalidAccountNameError,
     LedgerNotFoundError,
     Reservation,
     ReserveResult,
@@ -489,3 +493,20 @@ def test_opening_without_create_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not missing.parent.exists()
     open_ledger(str(missing)).create_account("alice", 1)
     assert open_ledger(str(missing), create=False).balance("alice") == 1
+
+
+@pytest.mark.parametrize("name", ["eve x", "", "a" * 65, "ève", "eve\n", "eve/x"])
+def test_names_no_job_could_carry_are_refused(ledger: SqlLedger, name: str) -> None:
+    with pytest.raises(InvalidAccountNameError, match="account name"):
+        ledger.create_account(name, 5)
+    with pytest.raises(InvalidAccountNameError):
+        ledger.ensure_account(name, 5)
+    with pytest.raises(ValidationError):  # the same rule as the contract every job carries
+        JobSpec(job_id="job-123", account=name, params=GenerationParams())
+    assert ledger.reconcile() == []
+
+
+def test_every_name_the_ledger_accepts_can_submit_a_job(ledger: SqlLedger) -> None:
+    for name in ("a", "eve.x_1-2", "A" * 64, "local"):
+        ledger.create_account(name, 1)
+        assert JobSpec(job_id="job-123", account=name, params=GenerationParams()).account == name
