@@ -458,11 +458,11 @@ def probe_video(data: bytes) -> VideoInfo:
             if not container.streams.video:
                 raise ValueError("the file has no video stream")
             stream = container.streams.video[0]
-            times = tuple(
-                Fraction(frame.pts) * frame.time_base
-                for frame in container.decode(stream)
-                if frame.pts is not None and frame.time_base is not None
-            )
+            frame_count, times = 0, []
+            for frame in container.decode(stream):
+                frame_count += 1
+                if frame.pts is not None and frame.time_base is not None:
+                    times.append(Fraction(frame.pts) * frame.time_base)
             rate = stream.average_rate or stream.guessed_rate or Fraction(0)
             duration_s = container.duration / av.time_base if container.duration is not None else 0.0
             codec = stream.codec_context.codec.canonical_name
@@ -474,11 +474,11 @@ def probe_video(data: bytes) -> VideoInfo:
                 width=stream.codec_context.width,
                 height=stream.codec_context.height,
                 fps=Fraction(rate),
-                frame_count=len(times),
+                frame_count=frame_count,
                 duration_s=float(duration_s),
                 faststart=_cues_before_clusters(data) if is_webm else _moov_before_mdat(data),
                 format=VideoFormat.WEBM if is_webm else VideoFormat.AV1 if codec == "av1" else VideoFormat.MP4,
-                frame_times=tuple(t - times[0] for t in times) if times else (),
+                frame_times=tuple(t - times[0] for t in times) if len(times) == frame_count else (),
                 metadata=_metadata_from_text(comment),
             )
     except av.FFmpegError as exc:
