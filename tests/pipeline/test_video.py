@@ -348,7 +348,10 @@ def test_browser_settings_per_format(harbor: NDArray[np.uint8]) -> None:
     with av.open(io.BytesIO(mp4), mode="r") as container:
         assert container.streams.video[0].codec_context.profile == "High"
     # WebM: VP9 4:2:0 with its seek index (Cues) ahead of the media.
-    assert probe_video(encode_video(harbor[:4], 8, format="webm")).faststart
+    webm = encode_video(harbor[:4], 8, format="webm")
+    assert probe_video(webm).faststart
+    with av.open(io.BytesIO(webm), mode="r") as container:
+        assert container.streams.video[0].codec_context.profile == "Profile 0"
     # GIF and WebP loop for ever.
     for format in ("gif", "webp"):
         with Image.open(io.BytesIO(encode_video(harbor[:4], 8, format=format))) as image:
