@@ -22,6 +22,7 @@ class FailureCode(StrEnum):
     UNKNOWN_ACCOUNT = "unknown_account"
     INSUFFICIENT_POINTS = "insufficient_points"
     BAD_REPLAY = "bad_replay"
+    VIDEO_TOO_LARGE = "video_too_large"
     # What a stage made does not match what was asked.
     FRAME_COUNT = "frame_count"
     MUX_MISMATCH = "mux_mismatch"

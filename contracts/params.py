@@ -3,9 +3,12 @@
 import secrets
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 MAX_SEED = 2**32 - 1
+MAX_VIDEO_PIXELS = 1280 * 720 * 192
+"""Most pixels a video may have in all its frames (width x height x duration x fps): 8 s at 24 fps at
+1280x720, about 530 MB as the 8-bit frames decode and mux hold. 2048x2048 gets 42 frames at most."""
 
 
 class Resolution(BaseModel):
@@ -54,6 +57,15 @@ class GenerationParams(BaseModel):
             raise ValueError("motion_prompt must not contain control characters")
         return value.strip()
 
+    @field_validator("resolution")
+    @classmethod
+    def _bounded_video(cls, value: Resolution | None, info: ValidationInfo) -> Resolution | None:
+        # Fields validate in order: duration and fps are known here unless they were refused themselves.
+        duration, fps = info.data.get("duration"), info.data.get("fps")
+        if value is not None and isinstance(duration, int) and isinstance(fps, int):
+            check_video_size(value.width, value.height, duration * fps)
+        return value
+
     @property
     def frame_count(self) -> int:
         """Frames the delivered video has: exactly duration x fps."""
@@ -64,3 +76,15 @@ class GenerationParams(BaseModel):
         if self.seed >= 0:
             return self
         return self.model_copy(update={"seed": secrets.randbelow(MAX_SEED + 1)})
+
+
+def check_video_size(width: int, height: int, frames: int) -> None:
+    """Raise ValueError when ``frames`` frames of ``width`` x ``height`` exceed :data:`MAX_VIDEO_PIXELS`."""
+    pixels = width * height * frames
+    if pixels > MAX_VIDEO_PIXELS:
+        most = MAX_VIDEO_PIXELS // (width * height)
+        raise ValueError(
+            f"a {width}x{height} video of {frames} frames is {pixels:,} pixels, more than the {MAX_VIDEO_PIXELS:,}"
+            f" allowed (8 s at 24 fps at 1280x720); at {width}x{height} ask for at most {most} frames"
+            " (duration x fps), or a smaller resolution"
+        )

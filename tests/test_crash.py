@@ -91,7 +91,7 @@ def _assert_exactly_once(stack: EmbeddedStack, histories: list[JobHistory], star
         reservation = ledger.reservation(history.job_id, 0)
         assert reservation is not None and reservation.state == "captured", reservation
         params = done.job.params
-        assert reservation.points == price_points(params.duration, params.fps)
+        assert reservation.points == price_points(params, done.width, done.height)
         charged[done.job.account] = charged.get(done.job.account, 0) + reservation.points
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

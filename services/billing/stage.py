@@ -13,6 +13,7 @@ from contracts.messages import (
     LatentsReady,
     PointsReserved,
 )
+from contracts.params import check_video_size
 from contracts.pricing import price_points
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
@@ -43,7 +44,12 @@ class BillingStage:
         is on the bus, so nothing is forwarded. Only a replay, a new generation, runs the job again.
         """
         job = cmd.job
-        price = price_points(job.params.duration, job.params.fps)
+        try:
+            # The size ingest prepared, not only the one asked for: the model's size fitted to the picture.
+            check_video_size(cmd.width, cmd.height, job.params.frame_count)
+        except ValueError as exc:
+            return JobRejected(job=job, code=FailureCode.VIDEO_TOO_LARGE, reason=str(exc), price=0, balance=0)
+        price = price_points(job.params, cmd.width, cmd.height)
         try:
             result = self._ledger.reserve(job.job_id, job.generation, job.account, price)
         except UnknownAccountError:

@@ -23,7 +23,6 @@ from contracts.messages import (
     Terminal,
 )
 from contracts.params import GenerationParams
-from contracts.pricing import price_points
 from contracts.refs import ObjectRef
 from contracts.stages import PIPELINE_ORDER, Stage
 
@@ -142,13 +141,15 @@ class JobView:
     deleted: bool = False
 
     @classmethod
-    def submitted(cls, spec: JobSpec) -> "JobView":
+    def submitted(cls, spec: JobSpec, price: int = 0) -> "JobView":
+        """A queued job at its quoted ``price``; 0 for a job submitted elsewhere (the CLI) until its
+        JobCompleted or JobRejected brings the price, and a failed or cancelled one was refunded."""
         return cls(
             job_id=spec.job_id,
             account=spec.account,
             created_at=spec.submitted_at,
             params=spec.params,
-            price=price_points(spec.params.duration, spec.params.fps),
+            price=price,
             generation=spec.generation,
         )
 

@@ -91,7 +91,10 @@ class Quote(BaseModel):
     duration: int
     fps: int
     frames: int
-    price: int
+    steps: int
+    width: int = Field(description="the video's width the price is for")
+    height: int = Field(description="the video's height the price is for")
+    price: int = Field(description="8 + ceil(width · height · frames · steps / 2,457,600) points")
 
 
 class Session(BaseModel):

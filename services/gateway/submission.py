@@ -21,7 +21,7 @@ from contracts.failures import FailureCode
 from contracts.keys import job_prefix
 from contracts.messages import JobSpec
 from contracts.params import GenerationParams, Resolution
-from contracts.pricing import price_points
+from contracts.pricing import price_points, quoted_size
 from services.billing.ledger import UnknownAccountError
 from services.gateway.dependencies import unauthorized
 from services.gateway.errors import ApiError, status_of, validation_error
@@ -187,7 +187,9 @@ async def submit(gateway: Gateway, account: str, image: bytes, params: Generatio
 
     Nothing is left behind when queueing fails: the index row and whatever was stored are removed.
     """
-    price = price_points(params.duration, params.fps)
+    # The quoted price (the requested or the model's size): billing charges the size ingest prepares.
+    model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
+    price = price_points(params, *quoted_size(params, model_size))
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
     if balance < price:
         code = FailureCode.INSUFFICIENT_POINTS
@@ -198,7 +200,7 @@ async def submit(gateway: Gateway, account: str, image: bytes, params: Generatio
             details={"price": price, "balance": balance},
         )
     spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
-    view = JobView.submitted(spec)
+    view = JobView.submitted(spec, price)
     limit = gateway.settings.gateway_max_active_jobs
     active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit)
     if active is not None:

@@ -159,7 +159,8 @@ def _fill_form(page: Page, image: Path, run: PageRun) -> None:
     page.click(".advanced summary")
     page.fill("#steps", "4")
     page.click("#random-seed")
-    page.wait_for_function("document.querySelector('#price').textContent === '16'")
+    # 8 + ceil(256·192 · 16 frames · 4 steps / 2,457,600): the quote follows the steps field too
+    page.wait_for_function("document.querySelector('#price').textContent === '10'")
     run.price_label = page.inner_text("#generate")
 
 

@@ -54,13 +54,13 @@ def test_api_end_to_end_with_the_tiny_model(stack: EmbeddedStack) -> None:
                 if status["status"] == "succeeded":
                     break
                 await asyncio.sleep(0.05)
-            assert status["progress"] == 100 and status["price"] == 8 + 8 + 1
+            assert status["progress"] == 100 and status["price"] == 10  # 256x192, 24 frames, 3 steps
             assert set(status["timings"]) == {"ingest", "billing", "latent", "decode", "mux"}
             assert status["output"]["frame_count"] == 24
             video = await client.get(job["links"]["video"], headers={"Range": "bytes=0-15"})
             assert video.status_code == 206 and video.content[4:8] == b"ftyp"
             account = (await client.get("/v1/account")).json()
-            assert account["balance"] == 100 - 17
+            assert account["balance"] == 100 - 10
 
     asyncio.run(run())
 
@@ -68,7 +68,7 @@ def test_api_end_to_end_with_the_tiny_model(stack: EmbeddedStack) -> None:
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
 def test_the_page_generates_and_plays_a_video(stack: EmbeddedStack) -> None:
     run = generate_through_page(stack.gateway_url, api_key(stack, 100), HARBOR)
-    assert run.price_label == "Generate · 16 points"
+    assert run.price_label == "Generate · 10 points"
     assert run.percents[-1] == 100 and len(run.percents) >= 3, run.percents  # live, not one jump
     assert run.percents == sorted(run.percents)
     assert run.video_duration == pytest.approx(2.0, abs=0.2)

@@ -20,6 +20,8 @@ from contracts import (
 )
 from contracts.failures import FailureCode
 from contracts.messages import TERMINAL_TYPES, JobFailed, is_terminal
+from contracts.params import MAX_VIDEO_PIXELS, check_video_size
+from contracts.pricing import quoted_size
 from contracts.subjects import msg_id, work_subject
 from services.bus.publishing import route
 
@@ -27,11 +29,43 @@ REF = ObjectRef(bucket="i2v", key="jobs/j1/upload", size=3, sha256="a" * 64, con
 
 
 @pytest.mark.parametrize(
-    ("duration", "fps", "points"),
-    [(1, 4, 12), (4, 8, 24), (4, 11, 24), (4, 12, 25), (8, 24, 44), (2, 16, 18)],
+    ("size", "duration", "fps", "steps", "points"),
+    [
+        ((256, 192), 4, 8, 25, 24),  # the default job on tiny: 8 + 16
+        ((256, 192), 2, 8, 25, 16),
+        ((256, 192), 1, 4, 1, 9),  # the smallest job still pays a point of work
+        ((256, 192), 8, 24, 50, 200),
+        ((1024, 576), 4, 8, 25, 200),  # SVD's size: 12 times the pixels of tiny
+        ((1024, 576), 8, 24, 25, 1160),
+        ((1024, 576), 8, 24, 50, 2312),
+        ((2048, 2048), 1, 24, 50, 2056),
+    ],
 )
-def test_price_matches_the_product_formula(duration: int, fps: int, points: int) -> None:
-    assert price_points(duration, fps) == points
+def test_price_is_pixels_times_frames_times_steps(
+    size: tuple[int, int], duration: int, fps: int, steps: int, points: int
+) -> None:
+    params = GenerationParams(duration=duration, fps=fps, steps=steps)
+    assert price_points(params, *size) == points
+
+
+def test_steps_and_resolution_change_the_price() -> None:
+    base = GenerationParams(duration=4, fps=8, steps=25)
+    more_steps = base.model_copy(update={"steps": 50})
+    assert price_points(more_steps, 256, 192) > price_points(base, 256, 192)
+    assert price_points(base, 1024, 576) > price_points(base, 256, 192)
+    assert quoted_size(base, (1024, 576)) == (1024, 576)
+    asked = GenerationParams(resolution=Resolution(width=512, height=512))
+    assert quoted_size(asked, (1024, 576)) == (512, 512)
+
+
+def test_the_video_size_is_capped() -> None:
+    with pytest.raises(ValidationError, match="at most 42 frames"):
+        GenerationParams(duration=8, fps=24, steps=50, resolution=Resolution(width=2048, height=2048))
+    assert GenerationParams(duration=1, fps=24, resolution=Resolution(width=2048, height=2048)).frame_count == 24
+    assert GenerationParams(duration=8, fps=24, resolution=Resolution(width=1280, height=704)).frame_count == 192
+    with pytest.raises(ValueError, match="more than the 176,947,200 allowed"):
+        check_video_size(1344, 768, 192)
+    assert MAX_VIDEO_PIXELS == 1280 * 720 * 192
 
 
 @pytest.mark.parametrize(

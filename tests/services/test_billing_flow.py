@@ -38,7 +38,7 @@ from tests.services.job_messages import completed
 pytestmark = pytest.mark.integration
 
 DURATION, FPS = 2, 8
-PRICE = price_points(DURATION, FPS)
+PRICE = price_points(GenerationParams(duration=DURATION, fps=FPS), 128, 64)
 
 
 @pytest.fixture

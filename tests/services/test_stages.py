@@ -64,6 +64,9 @@ def spec(job_id: str = "job-stage-1", *, account: str = "alice", **params: objec
     return JobSpec(job_id=job_id, account=account, params=GenerationParams.model_validate(values))
 
 
+PRICE = price_points(spec().params, WIDTH, HEIGHT)
+
+
 def recorder() -> tuple[Steps, Callable[[int, int], None]]:
     calls: Steps = []
 
@@ -189,7 +192,7 @@ def prepared_for(job: JobSpec) -> ImagePrepared:
 
 def test_billing_reserves_the_price_when_the_account_has_enough(ledger: SqlLedger) -> None:
     job = spec()
-    price = price_points(DURATION, FPS)
+    price = PRICE
 
     result = BillingStage(ledger, MemoryObjectStore()).reserve(prepared_for(job))
 
@@ -205,7 +208,7 @@ def test_billing_reserves_once_for_a_redelivered_command(ledger: SqlLedger) -> N
     stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared_for(spec())
     first, second = stage.reserve(cmd), stage.reserve(cmd)
     assert first == second
-    assert ledger.balance("alice") == 100 - price_points(DURATION, FPS)
+    assert ledger.balance("alice") == 100 - PRICE
 
 
 def test_billing_rejects_an_account_without_enough_points_and_leaves_it_alone(ledger: SqlLedger) -> None:
@@ -213,7 +216,7 @@ def test_billing_rejects_an_account_without_enough_points_and_leaves_it_alone(le
 
     assert isinstance(result, JobRejected)
     assert result.code == "insufficient_points"
-    assert (result.price, result.balance) == (price_points(DURATION, FPS), 5)
+    assert (result.price, result.balance) == (PRICE, 5)
     assert ledger.balance("pauper") == 5
     refused = ledger.reservation("job-stage-1", 0)
     assert refused is not None and refused.state == "rejected"
@@ -276,7 +279,7 @@ def test_billing_does_not_capture_after_a_refund(ledger: SqlLedger) -> None:
 def reserved_for(store: MemoryObjectStore, job: JobSpec) -> PointsReserved:
     pixels = np.random.default_rng(3).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     image = store.put(artifact_key(job.job_id, 0, "image.png"), png_of(pixels), "image/png")
-    return PointsReserved(job=job, image=image, width=WIDTH, height=HEIGHT, price=price_points(DURATION, FPS))
+    return PointsReserved(job=job, image=image, width=WIDTH, height=HEIGHT, price=PRICE)
 
 
 class CancelAfter:
@@ -313,7 +316,7 @@ def test_latent_stores_latents_and_reports_every_step(
     assert checks == 2  # cancellation is looked at once per step
     assert ready.latents.key == artifact_key("job-stage-1", 0, "latents.safetensors")
     assert ready.native_frames == TINY_NATIVE_FRAMES
-    assert (ready.width, ready.height, ready.price) == (WIDTH, HEIGHT, price_points(DURATION, FPS))
+    assert (ready.width, ready.height, ready.price) == (WIDTH, HEIGHT, PRICE)
     latents, meta = latents_from_bytes(store.get(ready.latents))
     assert tuple(latents.shape) == (1, TINY_NATIVE_FRAMES, 4, HEIGHT // 8, WIDTH // 8)
     assert meta["seed"] == "7"
@@ -382,7 +385,7 @@ def frames_ready_for(store: MemoryObjectStore, frames: np.ndarray, frame_count: 
         native_frames=TINY_NATIVE_FRAMES,
         width=WIDTH,
         height=HEIGHT,
-        price=price_points(DURATION, FPS),
+        price=PRICE,
     )
 
 
@@ -450,7 +453,7 @@ def run_each_stage(store: MemoryObjectStore) -> list[Callable[[], object]]:
         sha256="0" * 64,
         content_type="application/octet-stream",
     )
-    price = price_points(DURATION, FPS)
+    price = PRICE
     noop = recorder()[1]
     return [
         lambda: ingest(store).run(JobSubmitted(job=job, upload=ref)),

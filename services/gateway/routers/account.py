@@ -4,11 +4,11 @@ import anyio.to_thread
 from fastapi import APIRouter
 from pydantic import ValidationError
 
-from contracts.params import GenerationParams
-from contracts.pricing import price_points
+from contracts.params import GenerationParams, Resolution
+from contracts.pricing import price_points, quoted_size
 from services.billing.ledger import UnknownAccountError
 from services.gateway.dependencies import COMMON_ERRORS, CurrentAccount, GatewayDep, unauthorized
-from services.gateway.errors import validation_error
+from services.gateway.errors import ApiError, validation_error
 from services.gateway.schemas import Account, LedgerEntry, Quote
 
 router = APIRouter(prefix="/v1", tags=["account"], responses=COMMON_ERRORS)
@@ -40,10 +40,30 @@ async def get_account(account: CurrentAccount, gateway: GatewayDep) -> Account:
 
 
 @router.get("/quote", response_model=Quote)
-async def quote(duration: int = 4, fps: int = 8) -> Quote:
-    """The price of a job of ``duration`` seconds at ``fps``: 8 + 4·duration + max(0, (fps - 8) // 4)."""
+async def quote(
+    gateway: GatewayDep, duration: int = 4, fps: int = 8, steps: int = 25, resolution: str | None = None
+) -> Quote:
+    """The price of a job: 8 + ceil(width · height · duration · fps · steps / 2,457,600) points, at
+    ``resolution`` (WxH) or else the server's model's size. A picture of another aspect is made at about
+    the model's area, so its charge can differ a little from this quote."""
     try:
-        GenerationParams(duration=duration, fps=fps)
+        size = Resolution.parse(resolution) if resolution else None
+        params = GenerationParams(
+            duration=duration, fps=fps, steps=steps, resolution=size, model=gateway.settings.model
+        )
     except ValidationError as exc:
         raise validation_error(exc) from None
-    return Quote(duration=duration, fps=fps, frames=duration * fps, price=price_points(duration, fps))
+    except ValueError as exc:
+        message = f"resolution: {str(exc).splitlines()[0]}"
+        raise ApiError(422, "invalid_resolution", message, field="resolution") from None
+    model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
+    width, height = quoted_size(params, model_size)
+    return Quote(
+        duration=duration,
+        fps=fps,
+        frames=params.frame_count,
+        steps=steps,
+        width=width,
+        height=height,
+        price=price_points(params, width, height),
+    )

@@ -154,6 +154,7 @@ $("random-seed").addEventListener("click", () => {
 for (const input of document.querySelectorAll("input[name=duration], input[name=fps]")) {
   input.addEventListener("change", updatePrice);
 }
+$("steps").addEventListener("input", updatePrice);
 
 function chosen(name) { return document.querySelector(`input[name=${name}]:checked`).value; }
 
@@ -161,7 +162,9 @@ let priceRequest = 0;
 async function updatePrice() {
   const ticket = ++priceRequest;
   try {
-    const quote = await api(`/v1/quote?duration=${chosen("duration")}&fps=${chosen("fps")}`);
+    // The server prices the work (pixels x frames x steps); the button shows its answer, never its own sum.
+    const query = new URLSearchParams({ duration: chosen("duration"), fps: chosen("fps"), steps: $("steps").value });
+    const quote = await api(`/v1/quote?${query}`);
     if (ticket === priceRequest) $("price").textContent = quote.price;
   } catch (err) { /* the button keeps the last price */ }
 }

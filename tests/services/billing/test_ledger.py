@@ -34,8 +34,8 @@ from services.billing.ledger import (
 
 PG_SERVER = os.environ.get("I2V_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-# 16 points is the price of a 2 s clip at 8 fps; ten of them exhaust 160.
-PRICE = price_points(duration=2, fps=8)
+# 16 points is the price of a 2 s clip at 8 fps, 25 steps at 256x192; ten of them exhaust 160.
+PRICE = price_points(GenerationParams(duration=2, fps=8), 256, 192)
 START = 10 * PRICE
 CLIENTS = 50
 

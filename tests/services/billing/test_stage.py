@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
+from contracts.failures import FailureCode
 from contracts.keys import artifact_key
-from contracts.messages import ImagePrepared, JobCancelled, JobFailed, JobSpec, PointsReserved
+from contracts.messages import ImagePrepared, JobCancelled, JobFailed, JobRejected, JobSpec, PointsReserved
 from contracts.params import GenerationParams
 from contracts.pricing import price_points
 from contracts.refs import ObjectRef
@@ -15,7 +16,7 @@ from services.billing.ledger import SqlLedger, open_ledger
 from services.billing.stage import BillingStage
 from tests.services.job_messages import completed
 
-PRICE = price_points(duration=2, fps=8)
+PRICE = price_points(GenerationParams(duration=2, fps=8), 128, 64)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -66,3 +67,31 @@ def test_a_redelivery_after_the_capture_forwards_nothing(ledger: SqlLedger) -> N
     assert stage.reserve(cmd) is None
     assert ledger.balance("alice") == 100 - PRICE
     assert ledger.reconcile() == []
+
+
+def test_the_price_is_for_the_size_ingest_prepared_and_the_steps(ledger: SqlLedger) -> None:
+    stage = BillingStage(ledger, MemoryObjectStore())
+    small = prepared()
+    params = small.job.params.model_copy(update={"steps": 50})
+    large = small.model_copy(update={"job": small.job.model_copy(update={"job_id": "job-large", "params": params})})
+    large = large.model_copy(update={"width": 512, "height": 256})
+
+    cheap, dear = stage.reserve(small), stage.reserve(large)
+
+    assert isinstance(cheap, PointsReserved) and isinstance(dear, PointsReserved)
+    assert cheap.price == 8 + 2  # ceil(128·64 · 16 frames · 25 steps / 2,457,600)
+    assert dear.price == 8 + 43  # 16 times the pixels, twice the steps
+    assert ledger.balance("alice") == 100 - cheap.price - dear.price
+
+
+def test_a_video_past_the_size_cap_is_rejected_before_any_reserve(ledger: SqlLedger) -> None:
+    cmd = prepared()
+    params = cmd.job.params.model_copy(update={"duration": 8, "fps": 24})
+    # The model's size fitted to a picture can be larger than any resolution a client could ask for.
+    huge = cmd.model_copy(update={"job": cmd.job.model_copy(update={"params": params}), "width": 2048, "height": 1536})
+
+    result = BillingStage(ledger, MemoryObjectStore()).reserve(huge)
+
+    assert isinstance(result, JobRejected) and result.code == FailureCode.VIDEO_TOO_LARGE
+    assert "at most 56 frames" in result.reason
+    assert ledger.balance("alice") == 100 and ledger.reservation("job-final", 0) is None

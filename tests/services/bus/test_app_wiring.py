@@ -39,7 +39,7 @@ from services.bus.publishing import route
 from services.config import Settings
 from tests.services.job_messages import completed
 
-PRICE = price_points(2, 8)
+PRICE = price_points(GenerationParams(duration=2, fps=8), 128, 64)
 STAGE_EVENTS = "i2v.events.*.stage"
 
 

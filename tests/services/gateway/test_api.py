@@ -134,7 +134,7 @@ async def test_submit_multipart_and_json_then_list_newest_first(gateway: Running
         assert first.status_code == 202, first.text
         job = first.json()
         assert job["status"] == "queued" and job["progress"] == 0
-        assert job["price"] == 16 and job["seed"] == 7
+        assert job["price"] == 9 and job["seed"] == 7  # 8 + ceil(256·192 · 16 frames · 2 steps / 2,457,600)
         assert job["parameters"]["motion_prompt"] == "waves"
         assert job["links"] == {
             "self": f"/v1/jobs/{job['id']}",
@@ -151,7 +151,7 @@ async def test_submit_multipart_and_json_then_list_newest_first(gateway: Running
             json={"image_base64": base64.b64encode(picture("WEBP")).decode(), "duration": 4, "fps": 24},
         )
         assert second.status_code == 202, second.text
-        assert second.json()["price"] == 8 + 16 + 4
+        assert second.json()["price"] == 8 + 48  # 96 frames at 25 steps
         assert second.json()["seed"] >= 0  # -1 resolved at submit
 
         page = (await client.get("/v1/jobs", params={"limit": 1})).json()
@@ -181,14 +181,14 @@ async def test_someone_elses_job_is_404_never_403(gateway: RunningGateway) -> No
 
 
 async def test_points_that_do_not_cover_the_price_get_402(gateway: RunningGateway) -> None:
-    _, key = gateway.account(15)
+    _, key = gateway.account(8)
     async with gateway.client(key) as client:
-        response = await submit(client)  # 16 points
+        response = await submit(client)  # 9 points
         assert response.status_code == 402
         error = response.json()["error"]
         assert error["code"] == "insufficient_points"
-        assert error["details"] == {"price": 16, "balance": 15}
-        assert "16 points" in error["message"]
+        assert error["details"] == {"price": 9, "balance": 8}
+        assert "9 points" in error["message"]
 
 
 async def test_a_gif_or_a_text_file_gets_415(gateway: RunningGateway) -> None:
@@ -481,7 +481,22 @@ async def test_account_quote_docs(gateway: RunningGateway) -> None:
         account = (await client.get("/v1/account")).json()
         assert account["name"] == name and account["balance"] == 321
         assert account["entries"][0]["kind"] == "credit" and account["entries"][0]["points"] == 321
-        assert (await client.get("/v1/quote", params={"duration": 8, "fps": 24})).json()["price"] == 8 + 32 + 4
+        quote = (await client.get("/v1/quote", params={"duration": 8, "fps": 24})).json()
+        assert quote == {
+            "duration": 8,
+            "fps": 24,
+            "frames": 192,
+            "steps": 25,
+            "width": 256,
+            "height": 192,
+            "price": 104,
+        }
+        # Steps and resolution are priced: pixels x frames x steps.
+        wide = {"duration": 4, "fps": 8, "steps": 25, "resolution": "1024x576"}
+        assert (await client.get("/v1/quote", params=wide)).json()["price"] == 200
+        assert (await client.get("/v1/quote", params={**wide, "steps": 50})).json()["price"] == 392
+        too_big = await client.get("/v1/quote", params={"duration": 8, "fps": 24, "resolution": "2048x2048"})
+        assert too_big.status_code == 422, too_big.text
         openapi = (await client.get("/openapi.json")).json()
         assert "/v1/jobs/{job_id}/events" in openapi["paths"]
         assert (await client.get("/docs")).status_code == 200

@@ -30,8 +30,8 @@ def state_of(view: JobView) -> tuple[JobStatus, int, JobError | None]:
 
 
 def test_progress_weights_stages_and_denoising_steps() -> None:
-    view = JobView.submitted(SPEC)
-    assert (view.status, view.progress, view.price) == (JobStatus.QUEUED, 0, 8 + 8 + 1)
+    view = JobView.submitted(SPEC, price=20)
+    assert (view.status, view.progress, view.price) == (JobStatus.QUEUED, 0, 20)
     view.apply(1, StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST))
     assert view.status == "preprocessing"
     view.apply(2, StageFinished(job_id=SPEC.job_id, stage=Stage.INGEST, seconds=1.0))
