@@ -26,6 +26,15 @@ log = logging.getLogger("i2v.streams")
 _DAY = 24 * 3600.0
 # A retried publish within this window is dropped by JetStream (Nats-Msg-Id); an hour covers any backoff.
 _DEDUP_WINDOW_S = 3600.0
+_MIB = 1024 * 1024
+# Disk each stream may fill besides its age limit. JetStream reserves these on the server (1.5 GiB in
+# all), so they stay modest for a laptop; a production deployment raises them with its traffic.
+WORK_MAX_BYTES = 256 * _MIB
+"""Commands are small and leave once acked; a full work stream refuses new jobs (the gateway answers 503)
+rather than dropping queued ones."""
+EVENTS_MAX_BYTES = 1024 * _MIB
+"""About 25,000 jobs of history at ~40 kB each; past it the oldest events go first, as with age."""
+DLQ_MAX_BYTES = 256 * _MIB
 
 STAGE_SUBJECTS = [work_subject(stage) for stage in PIPELINE_ORDER]
 """The work stream takes commands for known stages only: a publish to any other ``i2v.work.*`` subject is
@@ -38,6 +47,8 @@ WORK = StreamConfig(
     storage=StorageType.FILE,
     duplicate_window=_DEDUP_WINDOW_S,
     max_age=7 * _DAY,
+    max_bytes=WORK_MAX_BYTES,
+    discard=DiscardPolicy.NEW,
 )
 EVENTS = StreamConfig(
     name=EVENTS_STREAM,
@@ -46,6 +57,7 @@ EVENTS = StreamConfig(
     storage=StorageType.FILE,
     duplicate_window=_DEDUP_WINDOW_S,
     max_age=30 * _DAY,
+    max_bytes=EVENTS_MAX_BYTES,
     discard=DiscardPolicy.OLD,
 )
 DLQ = StreamConfig(
@@ -55,6 +67,8 @@ DLQ = StreamConfig(
     storage=StorageType.FILE,
     duplicate_window=_DEDUP_WINDOW_S,
     max_age=90 * _DAY,
+    max_bytes=DLQ_MAX_BYTES,
+    discard=DiscardPolicy.OLD,
 )
 ALL_STREAMS = (WORK, EVENTS, DLQ)
 

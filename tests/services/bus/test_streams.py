@@ -5,14 +5,21 @@ import asyncio
 
 import pytest
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.api import DiscardPolicy, RetentionPolicy, StreamConfig
 from nats.js.errors import NoStreamResponseError
 
 from contracts.failures import FailureCode
 from contracts.messages import DeadLetter
 from contracts.stages import Stage
-from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, work_subject
-from services.bus.streams import STAGE_SUBJECTS, ensure_streams, sweep_unknown_work
+from contracts.subjects import DLQ_STREAM, EVENTS_STREAM, WORK_STREAM, dlq_subject, work_subject
+from services.bus.streams import (
+    DLQ_MAX_BYTES,
+    EVENTS_MAX_BYTES,
+    STAGE_SUBJECTS,
+    WORK_MAX_BYTES,
+    ensure_streams,
+    sweep_unknown_work,
+)
 from tests.services.bus_helpers import Tail, at_least
 
 pytestmark = pytest.mark.integration
@@ -71,3 +78,22 @@ async def test_sweepers_running_at_once_dead_letter_each_message_once(js: JetStr
     assert sorted(d.body for d in found) == ["0", "1", "2", "3", "4"]
     assert (await js.stream_info(DLQ_STREAM)).state.messages == 5
     assert (await js.stream_info(WORK_STREAM)).state.messages == 0
+
+
+async def test_every_stream_is_bounded_in_bytes_as_well_as_age(js: JetStreamContext) -> None:
+    # A stream as an older configuration made it: an age limit only.
+    await js.delete_stream(DLQ_STREAM)
+    await js.add_stream(StreamConfig(name=DLQ_STREAM, subjects=["i2v.dlq.>"], max_age=90 * 24 * 3600.0))
+
+    await ensure_streams(js)
+
+    limits = {}
+    for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
+        config = (await js.stream_info(name)).config
+        limits[name] = (config.max_bytes, config.discard)
+    assert limits == {
+        WORK_STREAM: (WORK_MAX_BYTES, DiscardPolicy.NEW),  # a full queue refuses new jobs, never drops queued ones
+        EVENTS_STREAM: (EVENTS_MAX_BYTES, DiscardPolicy.OLD),
+        DLQ_STREAM: (DLQ_MAX_BYTES, DiscardPolicy.OLD),
+    }
+    assert all(0 < limit <= 1024**3 for limit, _ in limits.values())
