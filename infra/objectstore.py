@@ -9,8 +9,8 @@ import io
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Protocol, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
@@ -75,6 +75,10 @@ class ObjectStore(Protocol):
         """Delete every object whose key starts with ``prefix`` (non-empty); return how many."""
         ...
 
+    def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        """Delete every object under ``prefix`` (non-empty) last written before ``cutoff``; return how many."""
+        ...
+
     def presigned_get_url(self, ref: ObjectRef, expires_s: int) -> str:
         """A URL that downloads the object without credentials for ``expires_s`` seconds."""
         ...
@@ -108,6 +112,11 @@ def _check_prefix(prefix: str) -> None:
     # An empty prefix would empty the whole bucket: every job's artifacts at once.
     if not prefix:
         raise ValueError("prefix must not be empty")
+
+
+def _check_cutoff(cutoff: datetime) -> None:
+    if cutoff.tzinfo is None:
+        raise ValueError(f"cutoff must carry a time zone (S3 times are UTC), got {cutoff!r}")
 
 
 def _check_expiry(expires_s: int) -> None:
@@ -243,6 +252,22 @@ class S3ObjectStore:
                 for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
                 if obj.object_name is not None
             ]
+        return self._remove(prefix, names)
+
+    def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        """Delete every object under ``prefix`` last written before ``cutoff``; returns the number deleted."""
+        _check_prefix(prefix)
+        _check_cutoff(cutoff)
+        with _translated(prefix):
+            names = [
+                obj.object_name
+                for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                if obj.object_name is not None and obj.last_modified is not None and obj.last_modified < cutoff
+            ]
+        return self._remove(prefix, names)
+
+    def _remove(self, prefix: str, names: list[str]) -> int:
+        with _translated(prefix):
             errors = list(self._client.remove_objects(self.bucket, (DeleteObject(name) for name in names)))
         if errors:
             first = errors[0]
@@ -267,8 +292,8 @@ def _metadata_value(metadata: object, name: str) -> str | None:
     if not hasattr(metadata, "items"):
         return None
     wanted = {name.lower(), f"x-amz-meta-{name}".lower()}
-    for field, value in metadata.items():
-        if str(field).lower() in wanted:
+    for header, value in metadata.items():
+        if str(header).lower() in wanted:
             return str(value)
     return None
 
@@ -308,6 +333,7 @@ class _Stored:
     data: bytes
     content_type: str
     sha256: str
+    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 class MemoryObjectStore:
@@ -375,6 +401,17 @@ class MemoryObjectStore:
                 del self._objects[key]
         return len(doomed)
 
+    def delete_older_than(self, prefix: str, cutoff: datetime) -> int:
+        """Delete every object under ``prefix`` last written before ``cutoff``; returns the number deleted."""
+        _check_prefix(prefix)
+        _check_cutoff(cutoff)
+        self._check_available(prefix)
+        with self._lock:
+            doomed = [k for k, v in self._objects.items() if k.startswith(prefix) and v.modified < cutoff]
+            for key in doomed:
+                del self._objects[key]
+        return len(doomed)
+
     def presigned_get_url(self, ref: ObjectRef, expires_s: int) -> str:
         """A ``memory://`` URL; nothing can download it, but it names the object and expiry."""
         _check_expiry(expires_s)
@@ -387,7 +424,15 @@ class MemoryObjectStore:
             stored = self._objects.get(key)
             if stored is None:
                 raise ObjectMissingError(key)
-            self._objects[key] = _Stored(bytes(data), stored.content_type, stored.sha256)
+            self._objects[key] = _Stored(bytes(data), stored.content_type, stored.sha256, stored.modified)
+
+    def backdate(self, key: str, modified: datetime) -> None:
+        """Make ``key`` look last written at ``modified``, as an object stored long ago would."""
+        with self._lock:
+            stored = self._objects.get(key)
+            if stored is None:
+                raise ObjectMissingError(key)
+            self._objects[key] = _Stored(stored.data, stored.content_type, stored.sha256, modified)
 
     def keys(self) -> list[str]:
         """Keys currently stored, sorted."""

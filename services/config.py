@@ -42,6 +42,19 @@ class Settings(BaseSettings):
     gateway_port: int = Field(8080, ge=0, le=65535, description="port of the gateway's HTTP server")
     gateway_secret: str = Field("", description="HMAC key of session tokens; default generated into state_dir")
     gateway_max_active_jobs: int = Field(4, ge=1, description="unfinished jobs one account may have at once")
+    billing_secret: str = Field(
+        "",
+        repr=False,
+        description="HMAC key billing seals each reservation with and latent, decode and mux check before work; "
+        "default generated into state_dir (give every host the same value in production)",
+    )
+    retention_days: int = Field(30, ge=0, description="days a job's upload and artifacts are kept; 0 keeps them")
+    retention_sweep_s: float = Field(3600.0, gt=0, description="how often billing deletes what is past retention")
+    log_file: Path | None = Field(
+        None, description="a service writes its log here (stdout and stderr too), rotated at log_max_bytes"
+    )
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="size at which log_file is rotated")
+    log_backups: int = Field(3, ge=1, description="rotated copies of log_file kept (log_file.1 ... .N)")
 
     def resolved_ledger_dsn(self) -> str:
         return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")

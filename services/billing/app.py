@@ -1,5 +1,7 @@
 """Composition root of the billing service."""
 
+import asyncio
+
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
 
@@ -8,6 +10,7 @@ from contracts.stages import Stage
 from contracts.subjects import TERMINAL_EVENTS_FILTER
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
+from services.billing.retention import sweep_forever
 from services.billing.stage import BillingStage
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
@@ -36,8 +39,20 @@ def build_app(settings: Settings, *, ledger: Ledger | None = None, store: Object
     async def on_terminal(event: TerminalEvent, msg: NatsMessage) -> None:
         await runner().handle_event(NatsDelivery(msg), lambda: stage().settle(event))
 
-    async def _accounts() -> None:
+    sweeping: list[asyncio.Task[None]] = []
+
+    async def _start() -> None:
         if settings.default_account:
             the_ledger().ensure_account(settings.default_account, settings.default_account_points)
+        if settings.retention_days > 0:
+            every = settings.retention_sweep_s
+            sweeping.append(asyncio.create_task(sweep_forever(the_store(), settings.retention_days, every)))
 
-    return kit.app(on_startup=_accounts)
+    app = kit.app(on_startup=_start)
+
+    @app.on_shutdown
+    async def _stop_sweeping() -> None:
+        for task in sweeping:
+            task.cancel()
+
+    return app

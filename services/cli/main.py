@@ -184,6 +184,10 @@ def _serve(service: str) -> int:
         settings.require_connections()
     except ValueError as exc:
         raise CliError(str(exc)) from None
+    if settings.log_file is not None:
+        from services.service_log import configure_service_log
+
+        configure_service_log(settings.log_file, settings.log_max_bytes, settings.log_backups)
     if service == "gateway":
         from services.gateway.server import serve
 

@@ -35,7 +35,7 @@ WITH_GATEWAY = (*SERVICES, "gateway")
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-_PER_PROCESS = frozenset({"I2V_READY_FILE"})
+_PER_PROCESS = frozenset({"I2V_READY_FILE", "I2V_LOG_FILE"})
 """Set per child by the stack; never taken from the shell nor shared."""
 
 
@@ -167,7 +167,7 @@ class EmbeddedStack:
         logs.mkdir(parents=True, exist_ok=True)
         # Exactly the stack's I2V_* settings: none inherited past env(), which already took the shell's.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
-        env = {**inherited, **self.env(), "I2V_READY_FILE": str(ready)}
+        env = {**inherited, **self.env(), "I2V_READY_FILE": str(ready), "I2V_LOG_FILE": str(self.log_path(name))}
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "serve", name],

@@ -6,6 +6,7 @@ import socket
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -117,6 +118,24 @@ def test_delete_prefix_removes_only_that_prefix(store: ObjectStore) -> None:
     assert store.delete_prefix("jobs/j4/") == 0
     with pytest.raises(ValueError, match="prefix"):
         store.delete_prefix("")
+
+
+def test_delete_older_than_removes_only_what_was_written_before_the_cutoff(store: ObjectStore) -> None:
+    before = datetime.now(UTC) - timedelta(minutes=5)  # a minute of slack for the server's clock
+    for name in ("upload", "g0/video.mp4"):
+        store.put(f"jobs/j6/{name}", name.encode(), "text/plain")
+    other = store.put("elsewhere/j6", b"not a job's", "text/plain")
+
+    assert store.delete_older_than("jobs/", before) == 0  # all of it is newer
+    assert store.head("jobs/j6/upload") is not None
+
+    assert store.delete_older_than("jobs/", datetime.now(UTC) + timedelta(minutes=5)) == 2
+    assert store.head("jobs/j6/upload") is None and store.head("jobs/j6/g0/video.mp4") is None
+    assert store.get(other) == b"not a job's"  # outside the prefix
+    with pytest.raises(ValueError, match="time zone"):
+        store.delete_older_than("jobs/", datetime.now())  # a naive time is refused
+    with pytest.raises(ValueError, match="prefix"):
+        store.delete_older_than("", datetime.now(UTC))
 
 
 def test_bad_arguments_are_named(store: ObjectStore) -> None:

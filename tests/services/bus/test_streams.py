@@ -96,4 +96,4 @@ async def test_every_stream_is_bounded_in_bytes_as_well_as_age(js: JetStreamCont
         EVENTS_STREAM: (EVENTS_MAX_BYTES, DiscardPolicy.OLD),
         DLQ_STREAM: (DLQ_MAX_BYTES, DiscardPolicy.OLD),
     }
-    assert all(0 < limit <= 1024**3 for limit, _ in limits.values())
+    assert all(limit is not None and 0 < limit <= 1024**3 for limit, _ in limits.values())
