@@ -2,10 +2,11 @@
 
 import functools
 import json
+import os
 import urllib.request
 from pathlib import Path
 
-from infra.ports import free_ports
+from infra.ports import LOOPBACK, free_ports
 from infra.process import Launch, ManagedProcess, find_wheel_binary
 
 _BINARY = "nats-server"
@@ -26,6 +27,10 @@ class NatsServer(ManagedProcess):
 
     The client port is picked on the first start and kept afterwards, so :meth:`restart` gives
     clients the same URL and the same stored streams. ``start`` waits 15 s by default.
+
+    ``config`` is nats-server configuration text (e.g. an ``authorization`` block with users and
+    permissions), written to ``nats.conf`` in ``state_dir``, readable by the owner only; without it
+    the server lets anyone connect.
     """
 
     _name = "nats-server"
@@ -38,6 +43,22 @@ class NatsServer(ManagedProcess):
     _not_ready = "did not become ready"
     _monitor_port: int | None = None
 
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        host: str = LOOPBACK,
+        port: int | None = None,
+        binary: Path | None = None,
+        config: str = "",
+    ) -> None:
+        super().__init__(state_dir, host=host, port=port, binary=binary)
+        self._config = config
+
+    @property
+    def config_path(self) -> Path:
+        return self.state_dir / "nats.conf"
+
     @property
     def monitor_port(self) -> int:
         if self._monitor_port is None:
@@ -48,6 +69,15 @@ class NatsServer(ManagedProcess):
     def url(self) -> str:
         """Client URL, e.g. ``nats://127.0.0.1:40123``."""
         return self._address
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        if self._config:
+            partial = self.config_path.with_name(f".{self.config_path.name}.{os.getpid()}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(self._config)
+            os.replace(partial, self.config_path)
 
     def _plan_launch(self, binary: Path, pick_port: bool) -> Launch:
         candidates = free_ports(2, self.host)
@@ -62,6 +92,7 @@ class NatsServer(ManagedProcess):
             "--http_port", str(self._monitor_port),
             "--jetstream",
             "--store_dir", str(self.state_dir),
+            *(("--config", str(self.config_path)) if self._config else ()),
         ]  # fmt: skip
         health = f"http://{self.host}:{self._monitor_port}/healthz?js-enabled-only=true"
         return Launch(command, functools.partial(_healthy, health))

@@ -7,12 +7,13 @@ what "ready" means (:meth:`ManagedProcess._plan_launch`).
 """
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -58,10 +59,13 @@ def log_tail(path: Path, lines: int = 5) -> str:
 
 
 class Launch(NamedTuple):
-    """One try at starting the server: its command line and a probe that is true once it serves."""
+    """One try at starting the server: its command line, a probe that is true once it serves, and
+    variables set in its environment on top of ours (secrets it must not see on its command line,
+    which any local user can read)."""
 
     command: Sequence[str]
     ready: Callable[[], bool]
+    env: Mapping[str, str] = {}
 
 
 class ManagedProcess(ABC):
@@ -178,6 +182,7 @@ class ManagedProcess(ABC):
         # services that use it have drained.
         self._process = subprocess.Popen(
             launch.command,
+            env={**os.environ, **launch.env} if launch.env else None,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

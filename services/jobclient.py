@@ -23,8 +23,10 @@ from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
 from pipeline.image import content_type_of
+from services.bus.connection import nats_options
 from services.bus.publishing import Command, StageEvent, route
 from services.bus.streams import ensure_streams
+from services.config import Settings
 
 log = logging.getLogger("i2v.jobclient")
 
@@ -103,17 +105,32 @@ class JobClient:
         self._store = store
 
     @classmethod
-    async def connect(cls, nats_url: str, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S) -> "JobClient":
+    async def from_settings(
+        cls, settings: Settings, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S
+    ) -> "JobClient":
+        """:meth:`connect` to ``I2V_NATS_URL`` as ``I2V_NATS_USER`` (see services/bus/connection.py)."""
+        return await cls.connect(settings.nats_url, store, timeout_s, **nats_options(settings))
+
+    @classmethod
+    async def connect(
+        cls, nats_url: str, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S, **options: Any
+    ) -> "JobClient":
         """Connect and declare the streams; BusUnreachableError if that takes longer than ``timeout_s``.
 
-        Once connected the client reconnects for ever, so a job outlives a restart of nats-server.
+        ``options`` go to ``nats.connect`` (user, password, inbox prefix). Once connected the client
+        reconnects for ever, so a job outlives a restart of nats-server.
         """
         failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
 
-        async def first_failure(exc: Exception) -> None:
-            log.debug("NATS at %s: %s", nats_url, exc)
+        async def on_error(exc: Exception) -> None:
             if not failed.done():
+                log.debug("NATS at %s: %s", nats_url, exc)
                 failed.set_result(exc)
+            elif "permissions violation" in str(exc):
+                # A publish or subscription this user may not make: the call waits for its timeout.
+                log.warning("NATS at %s refused: %s", nats_url, str(exc).removeprefix("nats: "))
+            else:
+                log.debug("NATS at %s: %s", nats_url, exc)
 
         # Reconnecting for ever would also retry the first connect for ever: the first failed
         # attempt (refused, or no answer within connect_timeout) ends it here.
@@ -122,7 +139,8 @@ class JobClient:
                 nats_url,
                 connect_timeout=min(2.0, timeout_s),
                 max_reconnect_attempts=-1,
-                error_cb=first_failure,
+                error_cb=on_error,
+                **options,
             )
         )
         racing: set[asyncio.Future[Any]] = {connecting, failed}

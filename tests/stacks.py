@@ -44,7 +44,7 @@ def supervised_stack(state_dir: Path, env: dict[str, str]) -> Iterator[EmbeddedS
 @contextlib.asynccontextmanager
 async def job_client(stack: EmbeddedStack) -> AsyncIterator[JobClient]:
     settings = stack.settings()
-    client = await JobClient.connect(settings.nats_url, object_store_from(settings))
+    client = await JobClient.from_settings(settings, object_store_from(settings))
     try:
         yield client
     finally:

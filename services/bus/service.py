@@ -28,6 +28,7 @@ from contracts.subjects import EVENTS_STREAM, WORK_STREAM, durable_name, work_su
 from infra.objectstore import ObjectStore
 from services.bus.adapters import BrokerPublisher, NatsDelivery
 from services.bus.cancellation import CancelRegistry
+from services.bus.connection import broker_options, nats_options, subscriber_inbox
 from services.bus.ports import Publisher
 from services.bus.runner import StageRunner, dead_letter_unreadable
 from services.bus.streams import ensure_streams
@@ -94,6 +95,7 @@ class ServiceKit:
             ),
             ack_policy=AckPolicy.MANUAL,
             description=description,
+            inbox_prefix=subscriber_inbox(self.settings),
         )
 
     def event_subscriber(self, subject: str, *, stage: Stage, durable: str, description: str) -> Callable[[Any], Any]:
@@ -114,6 +116,7 @@ class ServiceKit:
             ),
             ack_policy=AckPolicy.MANUAL,
             description=description,
+            inbox_prefix=subscriber_inbox(self.settings),
         )
 
     def stage_of(self, subject: str) -> tuple[Stage | None, bool]:
@@ -137,7 +140,9 @@ class ServiceKit:
 
         @app.on_startup
         async def _streams() -> None:
-            nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1)
+            nc = await nats.connect(
+                settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
+            )
             connections.append(nc)
             await ensure_streams(nc.jetstream())
             await self.cancels.start(nc.jetstream())
@@ -178,6 +183,7 @@ def service_kit(name: str, settings: Settings) -> ServiceKit:
         ],
         connect_timeout=5,
         max_reconnect_attempts=-1,
+        **broker_options(settings),
     )
     kit = ServiceKit(name, settings, broker, BrokerPublisher(broker), tracing, CancelRegistry())
     holder.append(kit)

@@ -77,14 +77,16 @@ async def ensure_streams(js: JetStreamContext) -> None:
     """Create the streams and the cancel bucket, or bring an existing stream's config up to date, then
     dead-letter whatever the work stream holds on a subject no stage consumes.
 
-    Safe to call from every process at once.
+    Safe to call from every process at once. Streams already as configured here are only looked up, so
+    a user allowed to look streams up but not to change them (every user but the admin, see
+    services/stack/nats_auth.py) passes once the admin has declared them.
     """
     from services.bus.cancellation import cancel_bucket
 
     await cancel_bucket(js)
     for config in ALL_STREAMS:
         try:
-            await js.stream_info(config.name or "")
+            info = await js.stream_info(config.name or "")
         except NotFoundError:
             try:
                 await js.add_stream(config)
@@ -92,8 +94,15 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 # Another process created it between our lookup and add: fine, it is the same config.
                 await js.stream_info(config.name or "")
         else:
-            await js.update_stream(config)
+            if not _configured_as(info.config, config):
+                await js.update_stream(config)
     await sweep_unknown_work(js)
+
+
+def _configured_as(current: StreamConfig, wanted: StreamConfig) -> bool:
+    """Every setting ``wanted`` names has that value in ``current`` (the server fills in the rest)."""
+    have = current.as_dict()
+    return all(have.get(key) == value for key, value in wanted.as_dict().items())
 
 
 async def sweep_unknown_work(js: JetStreamContext) -> int:

@@ -111,7 +111,7 @@ async def reach(settings: Settings) -> tuple[JobClient, S3ObjectStore]:
     except ValueError as exc:
         raise CliError(f"--s3: {exc}") from None
     bus, probe = await asyncio.gather(
-        JobClient.connect(settings.nats_url, store),
+        JobClient.from_settings(settings, store),
         to_thread.run_sync(_probe_store, store, settings),
         return_exceptions=True,
     )

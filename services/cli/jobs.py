@@ -25,7 +25,7 @@ def _with_client(settings: Settings, action: Callable[[JobClient], Awaitable[T]]
 
     async def run() -> T:
         try:
-            client = await JobClient.connect(settings.nats_url, store)
+            client = await JobClient.from_settings(settings, store)
         except BusUnreachableError as exc:
             raise CliError(f"{exc}; is `i2v stack up` running?", 1) from None
         try:

@@ -201,7 +201,7 @@ def _serve(service: str) -> int:
 def _stack_up(state_dir: Path | None) -> int:
     from services.cli.settings import state_folder
     from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
-    from services.stack.state_file import stack_file
+    from services.stack.state_file import public_settings, stack_file
 
     state_dir = state_folder(state_dir)
 
@@ -216,9 +216,14 @@ def _stack_up(state_dir: Path | None) -> int:
     stack = EmbeddedStack(state_dir, services=WITH_GATEWAY, say=lambda line: print(line, flush=True))
     stack.start()
     try:
-        for key, value in stack.env().items():
-            print(f"export {key}={value}")
-        print(f"settings for i2v commands: {stack_file(stack.state_dir)} (read from the state folder)", flush=True)
+        settings_file = stack_file(stack.state_dir)
+        for line in public_settings(stack.env()):
+            print(line)
+        print(
+            f"settings for i2v commands, secrets included: {settings_file} (owner-only; i2v commands read it "
+            f"from the state folder, `set -a; . {settings_file}; set +a` exports it)",
+            flush=True,
+        )
         print(f"web page and API: {stack.gateway_url}", flush=True)
         print(f"an API key for the page: i2v accounts key {LOCAL_ACCOUNT} --state-dir {state_dir}", flush=True)
         print("stack up; Ctrl-C stops everything", flush=True)

@@ -8,23 +8,38 @@ own (its servers and keys, state folder, demo account, gateway address) on top. 
 these ``I2V_*`` variables, :meth:`EmbeddedStack.settings` parses the same mapping, and the state
 folder's ``stack.env`` records it for ``i2v`` commands. So ``I2V_S3_BUCKET`` or ``I2V_LEDGER_DSN`` in
 the shell apply to the services and the CLI alike.
+
+NATS refuses anonymous clients: each service connects as its own user with its own permissions
+(services/stack/nats_auth.py), ``i2v`` commands and :meth:`EmbeddedStack.settings` as ``client``, and
+the stack itself declares the streams as ``admin`` before any service starts. The passwords are made on
+first start into the state folder (services/stack/credentials.py); the file of ``i2v`` commands holds
+the client's only.
 """
 
+import asyncio
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import nats
 
 from infra.nats_server import NatsServer
 from infra.ports import LOOPBACK, free_port
 from infra.seaweed import SeaweedS3
+from services.bus.connection import nats_options
+from services.bus.streams import ensure_streams
 from services.config import Settings, settings_from
 from services.objectstore import object_store_from
+from services.stack.credentials import NatsLogin, nats_logins
+from services.stack.nats_auth import ADMIN, CLIENT, USERS, authorization_block
 from services.stack.state_file import remove_stack_file, write_stack_file
 
 log = logging.getLogger("i2v.stack")
@@ -35,7 +50,9 @@ WITH_GATEWAY = (*SERVICES, "gateway")
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
-_PER_PROCESS = frozenset({"I2V_READY_FILE", "I2V_LOG_FILE"})
+_PER_PROCESS = frozenset(
+    {"I2V_READY_FILE", "I2V_LOG_FILE", "I2V_NATS_USER", "I2V_NATS_PASSWORD", "I2V_NATS_INBOX_PREFIX"}
+)
 """Set per child by the stack; never taken from the shell nor shared."""
 
 
@@ -61,6 +78,7 @@ class EmbeddedStack:
     gateway_port: int | None = None
     _children: dict[str, _Child] = field(default_factory=dict)
     _shell: dict[str, str] = field(default_factory=dict)
+    _logins: dict[str, NatsLogin] = field(default_factory=dict)
     _wrote_stack_file: bool = False
 
     def __enter__(self) -> "EmbeddedStack":
@@ -78,7 +96,9 @@ class EmbeddedStack:
         # Taken once: a child restarted later gets the settings its siblings got.
         self._shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_") and k not in _PER_PROCESS}
         t0 = time.perf_counter()
-        self.nats = NatsServer(self.state_dir / "nats")
+        self._logins = nats_logins(self.state_dir, USERS)
+        hashes = {user: login.hashed for user, login in self._logins.items()}
+        self.nats = NatsServer(self.state_dir / "nats", config=authorization_block(hashes))
         self.s3 = SeaweedS3(self.state_dir / "seaweedfs")
         try:
             self.nats.start()
@@ -86,6 +106,7 @@ class EmbeddedStack:
             self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
             if "gateway" in self.services and self.gateway_port is None:
                 self.gateway_port = free_port()
+            _in_own_loop(self._declare_streams)
             object_store_from(self.settings()).ensure_bucket()
             for name in self.services:
                 self._spawn(name)
@@ -121,7 +142,13 @@ class EmbeddedStack:
     # -- what the outside needs ----------------------------------------------------------------------
 
     def env(self) -> dict[str, str]:
-        """Every I2V_* setting of this stack: the shell's, then the stack's own, then ``extra_env``."""
+        """Every I2V_* setting of this stack: the shell's, then the stack's own, then ``extra_env``.
+
+        NATS as the ``client`` user: what ``i2v`` commands need (a service gets its own user instead).
+        """
+        return {**self._env(), **self._nats_login(CLIENT)}
+
+    def _env(self) -> dict[str, str]:
         assert self.nats is not None and self.s3 is not None, "stack not started"
         env = {
             **self._shell,
@@ -146,8 +173,24 @@ class EmbeddedStack:
         return f"http://{LOOPBACK}:{self.gateway_port}"
 
     def settings(self) -> Settings:
-        """What the services of this stack read: :meth:`env`, parsed."""
+        """What ``i2v`` commands of this stack read: :meth:`env`, parsed (NATS as the client user)."""
         return settings_from(self.env())
+
+    def settings_as(self, user: str) -> Settings:
+        """:meth:`settings` connecting to NATS as ``user`` (a service, ``gateway``, ``admin``)."""
+        return settings_from({**self._env(), **self._nats_login(user)})
+
+    def _nats_login(self, user: str) -> dict[str, str]:
+        login = self._logins[user]
+        return {"I2V_NATS_USER": login.user, "I2V_NATS_PASSWORD": login.password}
+
+    async def _declare_streams(self) -> None:
+        """As the admin, the only user allowed to: the services and clients then find them."""
+        nc = await nats.connect(self.nats.url if self.nats else "", **nats_options(self.settings_as(ADMIN)))
+        try:
+            await ensure_streams(nc.jetstream())
+        finally:
+            await nc.close()
 
     def pid(self, name: str) -> int:
         return self._children[name].process.pid
@@ -167,7 +210,13 @@ class EmbeddedStack:
         logs.mkdir(parents=True, exist_ok=True)
         # Exactly the stack's I2V_* settings: none inherited past env(), which already took the shell's.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
-        env = {**inherited, **self.env(), "I2V_READY_FILE": str(ready), "I2V_LOG_FILE": str(self.log_path(name))}
+        env = {
+            **inherited,
+            **self._env(),
+            **self._nats_login(name),
+            "I2V_READY_FILE": str(ready),
+            "I2V_LOG_FILE": str(self.log_path(name)),
+        }
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "serve", name],
@@ -213,6 +262,23 @@ class EmbeddedStack:
                 self._spawn(name)
                 self._children[name].restarts = child.restarts
                 self.say(f"service {name} restarted (restart #{child.restarts})")
+
+
+def _in_own_loop(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``work`` to the end on an event loop of its own: the stack may be started from inside one."""
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="i2v-stack-streams")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 STACK_FILE = "stack.env"
 DEFAULT_STATE_DIR = Path(".i2v")
+SECRET_SETTINGS = frozenset({"I2V_NATS_PASSWORD", "I2V_S3_SECRET_KEY", "I2V_GATEWAY_SECRET", "I2V_LEDGER_DSN"})
+"""Kept in the file, never printed: passwords and keys (a PostgreSQL DSN may hold a password)."""
 
 
 def stack_file(state_dir: Path) -> Path:
@@ -44,6 +46,15 @@ def read_stack_file(state_dir: Path) -> dict[str, str] | None:
             words = shlex.split(value)
             env[key] = words[0] if words else ""
     return env
+
+
+def public_settings(env: Mapping[str, str]) -> list[str]:
+    """``export`` lines of the settings that are safe to print; each secret named, its value left out."""
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items()) if key not in SECRET_SETTINGS]
+    hidden = sorted(SECRET_SETTINGS & env.keys())
+    if hidden:
+        lines.append(f"# not printed: {', '.join(hidden)} (in {STACK_FILE})")
+    return lines
 
 
 def remove_stack_file(state_dir: Path) -> None:

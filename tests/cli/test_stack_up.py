@@ -46,6 +46,8 @@ def test_stack_up_serves_the_other_commands_and_generate_then_stops_cleanly(tmp_
         settings = read_stack_file(state)
         assert settings is not None, lines
         assert {"I2V_NATS_URL", "I2V_S3_ENDPOINT", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"} <= settings.keys()
+        # The commands connect to NATS as the client user, never anonymously.
+        assert settings["I2V_NATS_USER"] == "client" and settings["I2V_NATS_PASSWORD"]
         assert stat.S_IMODE(stack_file(state).stat().st_mode) == 0o600
 
         listed = i2v("dlq", "list")
@@ -84,3 +86,14 @@ def test_stack_up_serves_the_other_commands_and_generate_then_stops_cleanly(tmp_
     assert up.returncode == 0, lines[-20:]
     assert "stopped" in lines
     assert not stack_file(state).exists()
+    # Secrets stay in the owner-only file: not on the console (a stack.log), not in any log of the state folder.
+    secrets = {settings["I2V_S3_SECRET_KEY"], settings["I2V_NATS_PASSWORD"]}
+    assert not [line for line in lines if any(secret in line for secret in secrets)]
+    assert any(line.startswith("export I2V_NATS_URL=") for line in lines), lines
+    logs = list(state.rglob("*.log"))
+    assert logs
+    assert not [log for log in logs if any(secret in log.read_text(errors="replace") for secret in secrets)]
+    # Every service, the gateway and the commands did their work within their NATS permissions.
+    refused = [line for line in (state / "nats" / "nats-server.log").read_text().splitlines() if "Violation" in line]
+    assert not refused, refused[:5]
+    assert stat.S_IMODE((state / "credentials" / "nats.json").stat().st_mode) == 0o600

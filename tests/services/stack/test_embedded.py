@@ -29,6 +29,7 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
 
     with EmbeddedStack(state, services=("billing",)) as stack:
         settings = stack.settings()
+        as_billing = stack.settings_as("billing")
         child = {k: v for k, v in _environ_of(stack.pid("billing")).items() if k.startswith("I2V_")}
         client = read_stack_file(state)
         mode = stat.S_IMODE(stack_file(state).stat().st_mode)
@@ -45,9 +46,15 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
         nats_url,
     )
     assert bucket_there
-    # The billing process got exactly those settings: it opened the same ledger and made the demo account there.
+    # The billing process got exactly those settings, as NATS user billing: it opened the same ledger and
+    # made the demo account there.
     assert child.pop("I2V_READY_FILE")
-    assert settings_from(child) == settings
+    assert settings_from(child) == as_billing
+    assert as_billing.model_copy(update={"nats_user": "", "nats_password": ""}) == settings.model_copy(
+        update={"nats_user": "", "nats_password": ""}
+    )
+    assert (as_billing.nats_user, settings.nats_user) == ("billing", "client")
+    assert as_billing.nats_password != settings.nats_password
     assert open_ledger(str(ledger_path)).balance(LOCAL_ACCOUNT) == LOCAL_ACCOUNT_POINTS
     assert not (state / "ledger.sqlite3").exists()
     # The CLI's file says the same, readable by the owner only, and is gone once the stack stops.

@@ -1,0 +1,58 @@
+"""The embedded stack's NATS passwords: generated on first start into the state folder, readable by the
+owner only, and kept, so a restarted stack (and its clients) use the same ones.
+
+``<state>/credentials/nats.json`` maps each user to its password and the bcrypt hash nats-server checks.
+Deleting the file (or one user's entry) and restarting the stack rotates them (docs/SECURITY.md).
+"""
+
+import json
+import os
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+
+NATS_FILE = Path("credentials") / "nats.json"
+# The passwords are 256-bit random strings: a costly hash adds nothing to their strength, and
+# nats-server checks the hash on every connect.
+_BCRYPT_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class NatsLogin:
+    user: str
+    password: str
+    hashed: str
+    """bcrypt hash of the password: what the server's configuration holds."""
+
+    def __repr__(self) -> str:
+        return f"NatsLogin(user={self.user!r})"
+
+
+def nats_logins(state_dir: Path, users: Iterable[str]) -> dict[str, NatsLogin]:
+    """The password of each of ``users``, created for those the state folder has none for yet."""
+    path = state_dir / NATS_FILE
+    stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
+    changed = False
+    for user in users:
+        if user not in stored:
+            password = secrets.token_urlsafe(32)
+            hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(_BCRYPT_ROUNDS)).decode()
+            stored[user] = {"password": password, "bcrypt": hashed}
+            changed = True
+    if changed:
+        _write_private(path, json.dumps(stored, indent=2))
+    return {user: NatsLogin(user, entry["password"], entry["bcrypt"]) for user, entry in stored.items()}
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write atomically, the folder 0700 and the file 0600 from the first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
