@@ -15,6 +15,7 @@ from services.billing.ledger import Ledger, open_ledger
 from services.config import Settings
 from services.gateway import errors
 from services.gateway.auth import TokenSigner, load_or_create_secret
+from services.gateway.headers import SecurityHeaders
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
 from services.gateway.model_sizes import ModelSize, ModelSizes, model_size_from_config
@@ -62,7 +63,8 @@ def build_app(
         description=(
             "Image to video with Stable Video Diffusion. Authenticate with `Authorization: Bearer <API key>`"
             " (`i2v accounts create NAME --points N` prints one). Browsers use the session cookie from"
-            " `POST /v1/session`; links may carry a short-lived `?token=` from `POST /v1/tokens`."
+            " `POST /v1/session` (a change made with it must come from this site's page); a link may carry a"
+            " 10-minute `?token=` from `POST /v1/tokens` that opens one job or resource, GET only."
             " The AsyncAPI document of the bus is at [/asyncapi.json](/asyncapi.json)."
         ),
         lifespan=lifespan,
@@ -74,4 +76,5 @@ def build_app(
     for router in (session.router, account.router, jobs.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(SecurityHeaders)
     return app

@@ -2,10 +2,11 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.params import GenerationParams
 from contracts.stages import Stage
+from services.gateway.auth import LINK_RESOURCE
 from services.gateway.progress import JobError, JobOutput, JobStatus, JobView
 
 
@@ -100,4 +101,15 @@ class Quote(BaseModel):
 class Session(BaseModel):
     account: str
     expires_at: int
-    token: str | None = Field(None, description="also usable as ?token= on GET links (events, video, poster)")
+    token: str | None = Field(None, description="a link token: `?token=` on GET and HEAD of its resource only")
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    resource: str = Field(
+        pattern=LINK_RESOURCE,
+        max_length=100,
+        description="the path the token opens, e.g. /v1/jobs/{id}/video; a job's own path opens all of the job",
+        examples=["/v1/jobs/j0192a6f0c2e1a8b3c4d5/video"],
+    )

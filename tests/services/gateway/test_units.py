@@ -13,7 +13,7 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams
 from contracts.stages import Stage
-from services.gateway.auth import TokenSigner, hash_api_key, new_api_key
+from services.gateway.auth import Token, TokenKind, TokenSigner, hash_api_key, new_api_key
 from services.gateway.errors import ApiError
 from services.gateway.media import matches, parse_range
 from services.gateway.progress import JobError, JobStatus, JobView
@@ -55,17 +55,38 @@ def test_progress_weights_stages_and_denoising_steps() -> None:
     assert status_of(view) == JobStatus.QUEUED
 
 
-def test_tokens_are_signed_and_expire() -> None:
+def test_tokens_are_signed_expire_and_keep_their_kind_resource_and_key() -> None:
     signer = TokenSigner(b"0123456789abcdef0123")
-    text = signer.encode(signer.issue("alice", 60, now=1000))
-    assert signer.decode(text, now=1030) is not None
+    key_hash = hash_api_key(new_api_key())
+    link = signer.issue("alice", 60, kind=TokenKind.LINK, key_hash=key_hash, resource="/v1/jobs/j1", now=1000)
+    text = signer.encode(link)
+    assert signer.decode(text, now=1030) == link
     assert signer.decode(text, now=1061) is None
-    prefix, _name, expires, signature = text.split(".")
-    other = signer.encode(signer.issue("mallory", 60, now=1000)).split(".")[1]
-    assert signer.decode(".".join([prefix, other, expires, signature]), now=1030) is None
+    assert key_hash not in text and "alice" not in text  # the key's hash travels masked
+    assert signer.encode(link) != text  # a fresh nonce each time
+    # Any change to the payload breaks the signature; another gateway's secret does not verify it.
+    body, signature = text.removeprefix("i2vt.").split(".")
+    other = signer.encode(signer.issue("mallory", 60, kind=TokenKind.SESSION, key_hash=key_hash, now=1000))
+    assert signer.decode("i2vt." + other.removeprefix("i2vt.").split(".")[0] + "." + signature, now=1030) is None
+    assert signer.decode(f"i2vt.{body}x.{signature}", now=1030) is None
     assert TokenSigner(b"another secret 0123").decode(text, now=1030) is None
+    for junk in ("", "i2vt.", "i2vt..", "i2vt.e30.", "i2vt." + "A" * 5000, "i2v_key"):
+        assert signer.decode(junk, now=1030) is None
     key = new_api_key()
     assert key.startswith("i2v_") and len(hash_api_key(key)) == 64 and hash_api_key(key) != key
+
+
+def test_a_link_token_opens_gets_of_its_resource_or_job_only() -> None:
+    job = Token("a", 0, TokenKind.LINK, "0" * 64, "/v1/jobs/j1")
+    for path in ("/v1/jobs/j1", "/v1/jobs/j1/video", "/v1/jobs/j1/events"):
+        assert job.opens("GET", path) and job.opens("HEAD", path)
+    assert not job.opens("POST", "/v1/jobs/j1/cancel") and not job.opens("DELETE", "/v1/jobs/j1")
+    for path in ("/v1/jobs/j12", "/v1/jobs/j2/video", "/v1/account", "/v1/jobs"):
+        assert not job.opens("GET", path)
+    video = Token("a", 0, TokenKind.LINK, "0" * 64, "/v1/jobs/j1/video")
+    assert video.opens("GET", "/v1/jobs/j1/video") and not video.opens("GET", "/v1/jobs/j1/poster")
+    assert not video.opens("GET", "/v1/jobs/j1")
+    assert not Token("a", 0, TokenKind.SESSION, "0" * 64, "/v1/jobs/j1").opens("GET", "/v1/jobs/j1")
 
 
 def test_range_forms() -> None:
