@@ -3,13 +3,64 @@
 import asyncio
 import logging
 
+import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.config import Settings
 from services.gateway.app import build_app
 
 log = logging.getLogger("i2v.gateway")
+
+
+HEADER_TIMEOUT_S = 10.0
+"""A request's line and headers must arrive within this long of the connection being ready for them."""
+KEEP_ALIVE_S = 5
+"""An idle keep-alive connection is closed after this long without a new request."""
+
+
+class HeaderDeadlineProtocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline on each request's headers.
+
+    uvicorn times out an idle keep-alive connection, but not a connection that never completes its
+    headers: one byte now and then (or nothing at all after connecting) held it for ever. Here the
+    deadline runs from the connection being made, and again from each response, until the request's
+    headers are complete; a body then streams at the client's pace (SSE answers stay open).
+    """
+
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._disarm_header_deadline()  # the request's headers are in
+
+    def on_response_complete(self) -> None:
+        self._arm_header_deadline()  # first: a pipelined request's headers may be read right away
+        super().on_response_complete()
+
+    def _arm_header_deadline(self) -> None:
+        self._disarm_header_deadline()
+        self._header_deadline = self.loop.call_later(HEADER_TIMEOUT_S, self._headers_too_slow)
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            self.transport.close()
 
 
 def uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
@@ -18,9 +69,12 @@ def uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
         host=host,
         port=port,
         log_level="warning",
-        # SSE streams stay open; a short keep-alive only concerns idle plain requests.
-        timeout_keep_alive=30,
+        http=HeaderDeadlineProtocol,
+        # Idle keep-alive connections go soon; SSE streams are answers in progress, not idle.
+        timeout_keep_alive=KEEP_ALIVE_S,
         timeout_graceful_shutdown=5,
+        # Request line and headers together: h11's default allows 16 KiB.
+        h11_max_incomplete_event_size=16 * 1024,
         # A thousand followers each hold a connection; uvicorn's default has no cap, state ours.
         limit_concurrency=10_000,
         backlog=4096,
