@@ -84,6 +84,58 @@ def prepare_image(
     Raises :class:`ImageRejected` with a stable ``code`` for anything that is not a usable still
     JPEG, PNG or WebP image. Pillow's own bomb limit (``Image.MAX_IMAGE_PIXELS``) still applies.
     """
+    img, kind, raw_w, raw_h = _decoded(data, model_size, requested, max_bytes, max_pixels, smallest_jpeg=False)
+
+    # 5. Output size in the upright frame (PNG and WebP only expose EXIF once loaded).
+    swaps = _orientation(img) in _SWAPPING_ORIENTATIONS
+    source_w, source_h = (raw_h, raw_w) if swaps else (raw_w, raw_h)
+    out_w, out_h = fit_resolution(source_w, source_h, model_size, requested)
+
+    # 6. Upright, 8-bit sRGB-ish RGB, alpha on white, then cover-resize and center-crop.
+    rgb = _to_rgb(_upright(img))
+    resized = _cover_crop(rgb, (out_w, out_h))
+    buffer = io.BytesIO()
+    resized.save(buffer, format="PNG")
+    return PreparedImage(
+        image=resized,
+        png=buffer.getvalue(),
+        width=out_w,
+        height=out_h,
+        source_width=source_w,
+        source_height=source_h,
+        source_format=kind,
+    )
+
+
+def check_image(
+    data: bytes,
+    *,
+    model_size: tuple[int, int],
+    requested: tuple[int, int] | None = None,
+    max_bytes: int = 25 * 2**20,
+    max_pixels: int = 40_000_000,
+) -> tuple[int, int]:
+    """Refuse what :func:`prepare_image` refuses, with the same codes and messages, and return the
+    (width, height) it would prepare, without preparing it: a JPEG decodes at its smallest draft
+    scale and nothing is converted or resized, so memory stays at one decoded image at most.
+    """
+    img, _kind, raw_w, raw_h = _decoded(data, model_size, requested, max_bytes, max_pixels, smallest_jpeg=True)
+    swaps = _orientation(img) in _SWAPPING_ORIENTATIONS
+    img.close()
+    source_w, source_h = (raw_h, raw_w) if swaps else (raw_w, raw_h)
+    return fit_resolution(source_w, source_h, model_size, requested)
+
+
+def _decoded(
+    data: bytes,
+    model_size: tuple[int, int],
+    requested: tuple[int, int] | None,
+    max_bytes: int,
+    max_pixels: int,
+    *,
+    smallest_jpeg: bool,
+) -> tuple[Image.Image, str, int, int]:
+    """Steps 1-4 of :func:`prepare_image`: the checked, decoded image, its format and its raw size."""
     # 1. Cheap checks on the raw bytes: size, then the format from the magic bytes.
     if not data:
         raise ImageRejected(FailureCode.EMPTY, "the file is empty")
@@ -125,33 +177,17 @@ def prepare_image(
     # 4. Decode every pixel now so truncation and corruption surface here, not later. JPEG can
     # decode at 1/2..1/8 scale when the output is small; its EXIF is parsed at open, so do that first.
     if kind == "JPEG":
-        _draft_jpeg(img, model_size, requested)
+        if smallest_jpeg:
+            img.draft(None, (1, 1))  # the smallest scale libjpeg offers still reads every block
+        else:
+            _draft_jpeg(img, model_size, requested)
     try:
         img.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(FailureCode.TOO_MANY_PIXELS, f"image is too large to decode safely: {exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise _decode_failure(label, exc) from exc
-
-    # 5. Output size in the upright frame (PNG and WebP only expose EXIF once loaded).
-    swaps = _orientation(img) in _SWAPPING_ORIENTATIONS
-    source_w, source_h = (raw_h, raw_w) if swaps else (raw_w, raw_h)
-    out_w, out_h = fit_resolution(source_w, source_h, model_size, requested)
-
-    # 6. Upright, 8-bit sRGB-ish RGB, alpha on white, then cover-resize and center-crop.
-    rgb = _to_rgb(_upright(img))
-    resized = _cover_crop(rgb, (out_w, out_h))
-    buffer = io.BytesIO()
-    resized.save(buffer, format="PNG")
-    return PreparedImage(
-        image=resized,
-        png=buffer.getvalue(),
-        width=out_w,
-        height=out_h,
-        source_width=source_w,
-        source_height=source_h,
-        source_format=kind,
-    )
+    return img, kind, raw_w, raw_h
 
 
 def _draft_jpeg(img: Image.Image, model_size: tuple[int, int], requested: tuple[int, int] | None) -> None:

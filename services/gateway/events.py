@@ -156,7 +156,11 @@ class EventHub:
                     raise ClientTooSlowError(job_id)
                 item = await client.queue.get()
                 if item.sequence <= last:
-                    continue  # also read from history
+                    # Read from history already, or before a Last-Event-ID past the stream's end: not
+                    # sent again, but the job's end still ends the stream.
+                    if ends(item):
+                        return
+                    continue
                 last = item.sequence
                 yield item
                 if ends(item):

@@ -7,8 +7,10 @@ SQLite, one connection per call: every call is blocking and runs in a worker thr
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
@@ -29,7 +31,36 @@ _SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_by_account ON jobs (account, job_id)",
     "CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), sequence INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS idempotency (
+        account TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        job_id TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (account, key)
+    )""",
 )
+IDEMPOTENCY_WINDOW_S = 24 * 3600
+"""How long an ``Idempotency-Key`` names the job it first made."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A client's ``Idempotency-Key`` and the fingerprint of what it sent with it."""
+
+    key: str
+    fingerprint: str
+
+
+class IdempotencyKeyUsedError(Exception):
+    """The account used this key within the window already: for ``job_id``, with a body of ``fingerprint``."""
+
+    def __init__(self, job_id: str, fingerprint: str) -> None:
+        super().__init__(job_id)
+        self.job_id = job_id
+        self.fingerprint = fingerprint
+
+
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
 
@@ -65,19 +96,41 @@ class JobsIndex:
                 raise
             conn.execute("COMMIT")
 
-    def add_if_room(self, view: JobView, max_active: int) -> int | None:
+    def add_if_room(
+        self, view: JobView, max_active: int, idempotency: Idempotency | None = None, now: float | None = None
+    ) -> int | None:
         """Record the job unless its account already has ``max_active`` unfinished jobs; returns that
-        count when refused, None when added. Check and insert share one write lock."""
+        count when refused, None when added. With ``idempotency``, the key is recorded for the job, or
+        :class:`IdempotencyKeyUsedError` names the job it already stands for. One write lock for all."""
+        now = time.time() if now is None else now
         with self._write() as conn:
+            if idempotency is not None:
+                conn.execute("DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_WINDOW_S,))
+                used = _idempotent(conn, view.account, idempotency.key)
+                if used is not None:
+                    raise IdempotencyKeyUsedError(*used)
             active = _active(conn, view.account)
             if active >= max_active:
                 return active
             _store(conn, view)
+            if idempotency is not None:
+                conn.execute(
+                    "INSERT INTO idempotency (account, key, fingerprint, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (view.account, idempotency.key, idempotency.fingerprint, view.job_id, now),
+                )
             return None
 
+    def idempotent(self, account: str, key: str, now: float | None = None) -> tuple[str, str] | None:
+        """The job and body fingerprint ``key`` stands for, if the account used it within the window."""
+        now = time.time() if now is None else now
+        with self._connect() as conn:
+            return _idempotent(conn, account, key, now - IDEMPOTENCY_WINDOW_S)
+
     def remove(self, job_id: str) -> None:
+        """Forget a job that was never queued, and any idempotency key that named it."""
         with self._write() as conn:
             conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
 
     def get(self, job_id: str) -> JobView | None:
         with self._connect() as conn:
@@ -156,6 +209,14 @@ def _active(conn: sqlite3.Connection, account: str) -> int:
         f"SELECT count(*) FROM jobs WHERE account = ? AND status NOT IN ({_TERMINAL_SQL})", (account,)
     ).fetchone()
     return int(row[0])
+
+
+def _idempotent(conn: sqlite3.Connection, account: str, key: str, since: float = 0.0) -> tuple[str, str] | None:
+    row = conn.execute(
+        "SELECT job_id, fingerprint FROM idempotency WHERE account = ? AND key = ? AND created_at >= ?",
+        (account, key, since),
+    ).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
 
 
 def _load(conn: sqlite3.Connection, job_id: str) -> JobView | None:

@@ -30,6 +30,8 @@ from services.jobclient import JobClient
 
 log = logging.getLogger("i2v.gateway")
 
+DECODE_SLOTS = 2
+"""Uploads decoded at once: a 40-megapixel PNG decodes to 160 MB, so two keep the process near 500 MB."""
 _INDEX_BATCH = 512
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
@@ -124,7 +126,10 @@ class Gateway:
     client: JobClient | None = None
     hub: EventHub | None = None
     writer: IndexWriter | None = None
-    key_cache: dict[str, tuple[str, float]] = field(default_factory=dict)
+    replaying: set[str] = field(default_factory=set)
+    """Jobs with a replay under way in this process."""
+    decodes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
+    """Uploads being decoded at once; the others wait their turn."""
 
     def bus(self) -> JobClient:
         if self.client is None:

@@ -7,8 +7,11 @@ the status the failure code maps to, so a client learns of a bad upload before i
 
 import base64
 import binascii
+import hashlib
+import io
 import json
 import logging
+import warnings
 from typing import Any
 
 import anyio.to_thread
@@ -25,6 +28,7 @@ from contracts.pricing import price_points, quoted_size
 from services.billing.ledger import UnknownAccountError
 from services.gateway.dependencies import unauthorized
 from services.gateway.errors import ApiError, status_of, validation_error
+from services.gateway.jobs_index import Idempotency, IdempotencyKeyUsedError
 from services.gateway.model_sizes import ModelSize
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
@@ -147,6 +151,8 @@ def params_from(fields: dict[str, Any], default_model: str) -> GenerationParams:
         raise ApiError(422, "unknown_field", f"{unknown[0]}: not a parameter of a job", field=unknown[0])
     values = dict(fields)
     values.setdefault("model", default_model)
+    if not isinstance(values["model"], str):
+        raise ApiError(422, "invalid_model", "model: must be a string", field="model")
     if values["model"] not in {default_model, TINY}:
         raise ApiError(
             422,
@@ -168,28 +174,65 @@ def params_from(fields: dict[str, Any], default_model: str) -> GenerationParams:
 
 def check_image(image: bytes, params: GenerationParams, model_size: ModelSize, max_bytes: int) -> tuple[int, int]:
     """Refuse what ingest would refuse, with the same code and message; returns the (width, height)
-    ingest will prepare the image at. Blocking: decodes the image."""
-    from pipeline.image import ImageRejected, prepare_image
+    ingest will prepare the image at. Blocking: decodes the image, at reduced scale where that is enough."""
+    from pipeline.image import ImageRejected
+    from pipeline.image import check_image as check_upload
 
     requested = (params.resolution.width, params.resolution.height) if params.resolution else None
     try:
-        prepared = prepare_image(image, model_size=model_size(params.model), requested=requested, max_bytes=max_bytes)
+        return check_upload(image, model_size=model_size(params.model), requested=requested, max_bytes=max_bytes)
     except ImageRejected as exc:
         raise ApiError(status_of(exc.code), exc.code, f"image: {exc.message}", field="image") from None
-    return prepared.width, prepared.height
+
+
+def header_size(image: bytes, params: GenerationParams, model_size: tuple[int, int]) -> tuple[int, int]:
+    """The size the video will be made at, from the image's header alone (no pixel is decoded): what
+    billing will charge for. The requested or the model's size when the header cannot be read; the
+    decode then says what is wrong with the file."""
+    from PIL import Image
+
+    from pipeline.image import fit_resolution
+
+    if params.resolution is not None:
+        return params.resolution.width, params.resolution.height
+    try:
+        # Opening reads the header only; the formats are the three ingest accepts. Pillow's warning of
+        # a large image is for the decode, which refuses one past the limit.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(image), formats=["JPEG", "PNG", "WEBP"]) as img:
+                width, height = img.size
+        return fit_resolution(width, height, model_size, None)
+    except Exception:
+        return quoted_size(params, model_size)
+
+
+def fingerprint(image: bytes, params: GenerationParams) -> str:
+    """What a request asked for, however it was encoded (multipart or JSON): compared when a client
+    sends the same ``Idempotency-Key`` again."""
+    return hashlib.sha256(hashlib.sha256(image).digest() + params.model_dump_json().encode()).hexdigest()
 
 
 # --- queueing -----------------------------------------------------------------------------------
 
 
-async def submit(gateway: Gateway, account: str, image: bytes, params: GenerationParams) -> JobView:
-    """Check the balance and the account's unfinished jobs, then store the upload and queue the job.
+async def submit(
+    gateway: Gateway, account: str, image: bytes, params: GenerationParams, idempotency: Idempotency | None = None
+) -> tuple[JobView, bool]:
+    """Check the job as cheaply as can be first, then decode the image, then store it and queue the job;
+    returns the job and whether it is new (False: the ``idempotency`` key already named it).
 
-    Nothing is left behind when queueing fails: the index row and whatever was stored are removed.
+    Order: the key's earlier job; the price at the size the header gives against the balance; the
+    account's unfinished jobs; the image's full check, a few at a time (``Gateway.decodes``); the
+    index row (the limit and the key again, in one write); the upload and the command. Nothing is left
+    behind when queueing fails: the index row, its key and whatever was stored are removed.
     """
-    # The quoted price (the requested or the model's size): billing charges the size ingest prepares.
+    if idempotency is not None:
+        earlier = await _idempotent_job(gateway, account, idempotency)
+        if earlier is not None:
+            return earlier, False
     model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
-    price = price_points(params, *quoted_size(params, model_size))
+    price = price_points(params, *header_size(image, params, model_size))
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
     if balance < price:
         code = FailureCode.INSUFFICIENT_POINTS
@@ -199,11 +242,33 @@ async def submit(gateway: Gateway, account: str, image: bytes, params: Generatio
             f"this job costs {price} points and the account has {balance}",
             details={"price": price, "balance": balance},
         )
+    limit = gateway.settings.gateway_max_active_jobs
+    _refuse_past_limit(await anyio.to_thread.run_sync(gateway.index.active_count, account), limit)
+    async with gateway.decodes:
+        await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
     spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
     view = JobView.submitted(spec, price)
-    limit = gateway.settings.gateway_max_active_jobs
-    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit)
+    try:
+        active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
+    except IdempotencyKeyUsedError:
+        assert idempotency is not None  # raised only with one
+        earlier = await _idempotent_job(gateway, account, idempotency)  # a twin request won the race
+        if earlier is None:
+            raise ApiError(409, "idempotency_key_in_use", "a request with this Idempotency-Key is under way") from None
+        return earlier, False
     if active is not None:
+        _refuse_past_limit(active, limit)
+    try:
+        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)
+    except Exception as exc:
+        log.warning("job %s could not be queued: %s", spec.job_id, exc)
+        await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)
+        raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
+    return view, True
+
+
+def _refuse_past_limit(active: int, limit: int) -> None:
+    if active >= limit:
         raise ApiError(
             429,
             "too_many_active_jobs",
@@ -211,12 +276,23 @@ async def submit(gateway: Gateway, account: str, image: bytes, params: Generatio
             details={"active": active, "limit": limit},
             headers={"Retry-After": "5"},
         )
-    try:
-        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)
-    except Exception as exc:
-        log.warning("job %s could not be queued: %s", spec.job_id, exc)
-        await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)
-        raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
+
+
+async def _idempotent_job(gateway: Gateway, account: str, idempotency: Idempotency) -> JobView | None:
+    """The job this key made for the same request within the window; 422 for a different request."""
+    used = await anyio.to_thread.run_sync(gateway.index.idempotent, account, idempotency.key)
+    if used is None:
+        return None
+    job_id, earlier_fingerprint = used
+    if earlier_fingerprint != idempotency.fingerprint:
+        raise ApiError(
+            422,
+            "idempotency_key_reused",
+            "Idempotency-Key: this key was sent with a different request in the last 24 hours",
+            field="Idempotency-Key",
+            details={"job_id": job_id},
+        )
+    view: JobView | None = await anyio.to_thread.run_sync(gateway.index.get, job_id)
     return view
 
 

@@ -10,16 +10,17 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from contracts.keys import job_prefix
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
-from infra.objectstore import ObjectMissingError
+from infra.objectstore import ObjectMissingError, ObjectStoreError
 from services.bus.cancellation import request_cancel
 from services.gateway.dependencies import COMMON_ERRORS, CurrentAccount, GatewayDep, OwnJob
 from services.gateway.errors import ApiError, ErrorResponse
 from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
+from services.gateway.jobs_index import Idempotency
 from services.gateway.media import entity_tag, matches, media_headers, media_response
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import JobPage, JobResource
-from services.gateway.submission import check_image, openapi_body, params_from, read_submission, submit
+from services.gateway.submission import fingerprint, openapi_body, params_from, read_submission, submit
 from services.jobclient import JobNotFoundError, JobStateError
 
 router = APIRouter(
@@ -46,14 +47,32 @@ _STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
         503: {"model": ErrorResponse, "description": "the job could not be queued; nothing was kept"},
     },
 )
-async def submit_job(request: Request, account: CurrentAccount, gateway: GatewayDep) -> JSONResponse:
-    """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`."""
+async def submit_job(
+    request: Request,
+    account: CurrentAccount,
+    gateway: GatewayDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="the same key (and request) again within 24 hours answers the job it first made,"
+            " charged once; the key with a different request is 422",
+        ),
+    ] = None,
+) -> JSONResponse:
+    """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`.
+    Cheap checks come first (balance, unfinished jobs, the header's size), then the image is decoded."""
     image, fields = await read_submission(request, gateway.max_upload_bytes)
     params = params_from(fields, gateway.settings.model)
-    await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
-    view = await submit(gateway, account, image, params)
+    idempotency = Idempotency(idempotency_key, fingerprint(image, params)) if idempotency_key else None
+    view, new = await submit(gateway, account, image, params, idempotency)
     resource = JobResource.of(view)
-    return JSONResponse(resource.model_dump(mode="json"), status_code=202, headers={"Location": resource.links.self})
+    headers = {"Location": resource.links.self}
+    if not new:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(resource.model_dump(mode="json"), status_code=202, headers=headers)
 
 
 @router.get("", response_model=JobPage)
@@ -91,11 +110,7 @@ async def job_events(
     an idle stream open. The stream ends after the terminal event of the job's current generation;
     a replay's ``ReplayRequested`` starts a new one, so an older generation's end does not end it.
     Resuming after the end answers 204, which tells EventSource to stop reconnecting."""
-    after = 0
-    if last_event_id is not None and last_event_id.strip():
-        if not last_event_id.strip().isdigit():
-            raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id", field="Last-Event-ID")
-        after = int(last_event_id.strip())
+    after = event_id(last_event_id)
     if view.terminal and after >= view.last_sequence:
         return Response(status_code=204)
     frames = gateway.events().follow(view.job_id, after, generation=view.generation)
@@ -113,6 +128,21 @@ async def job_events(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+_MAX_EVENT_ID = 2**63 - 1
+"""Event ids are events-stream sequences; no stream gets this far, and NATS refuses a sequence past uint64."""
+
+
+def event_id(header: str | None) -> int:
+    """The sequence a ``Last-Event-ID`` names (0 when absent); ASCII digits only, up to ``_MAX_EVENT_ID``."""
+    text = (header or "").strip()
+    if not text:
+        return 0
+    # str.isdigit() also takes '²' and other digits int() refuses; 19 digits keep int() cheap.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) > _MAX_EVENT_ID:
+        raise ApiError(400, "bad_last_event_id", "Last-Event-ID must be an event id", field="Last-Event-ID")
+    return int(text)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobResource, responses=_STATE_CONFLICT)
@@ -138,6 +168,11 @@ async def replay_job(
     """Run a failed or cancelled job again from a stage under a new generation, reusing the stored outputs
     of the stages before it; billing reserves again the points it refunded. The answer is the job as
     replayed: queued, under its new generation."""
+    if view.job_id in gateway.replaying:
+        raise ApiError(409, "replay_in_progress", f"job {view.job_id} is being replayed already")
+    # One replay of a job at a time: concurrent ones would each read the same stored commands while the
+    # first one's stages rewrite them.
+    gateway.replaying.add(view.job_id)
     try:
         spec = await gateway.bus().replay(view.job_id, from_stage)
     except JobStateError as exc:
@@ -145,6 +180,11 @@ async def replay_job(
     except JobNotFoundError:
         # Ours (checked above) but no stage has reported yet: it is queued, not failed.
         raise ApiError(409, "cannot_replay", f"job {view.job_id} is still queued; nothing to replay") from None
+    except ObjectStoreError as exc:
+        # A stored command changed or went while it was read: the job is being run again elsewhere.
+        raise ApiError(409, "cannot_replay", f"job {view.job_id} is changing; try again ({exc})") from None
+    finally:
+        gateway.replaying.discard(view.job_id)
     # The index folds the replay's ReplayRequested a moment later into the same view.
     view.replayed(spec.generation, from_stage or view.stopped_at)
     return JobResource.of(view)
