@@ -88,7 +88,7 @@ def main() -> None:
             store = object_store_from(settings)
 
             async def run_all() -> None:
-                client = await JobClient.connect(settings.nats_url, store)
+                client = await JobClient.from_settings(settings, store)
                 try:
                     await bus_job(client, image_bytes, params)  # warm: first pulls, connections
                     # Alternate the two paths so drift in machine load hits both alike.

@@ -22,6 +22,7 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.stages import Stage
 from services.billing.ledger import open_ledger
+from services.bus.connection import nats_options
 from services.jobclient import Followed
 from services.stack.embedded import LOCAL_ACCOUNT, EmbeddedStack
 from tests.stacks import job_client, supervised_stack
@@ -132,7 +133,8 @@ def test_poison_messages_are_dead_lettered_and_listed(stack: EmbeddedStack) -> N
     settings = stack.settings()
 
     async def publish() -> None:
-        nc = await nats.connect(settings.nats_url)
+        # Poison as a buggy producer would send it: billing may send commands to decode and mux.
+        nc = await nats.connect(settings.nats_url, **nats_options(stack.settings_as("billing")))
         js = nc.jetstream()
         await js.publish("i2v.work.decode", b"\x00 definitely not json", headers={"Nats-Msg-Id": "poison-1"})
         await js.publish("i2v.work.mux", b'{"schema_version": 9}', headers={"Nats-Msg-Id": "poison-2"})
