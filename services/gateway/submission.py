@@ -227,10 +227,27 @@ async def submit(
     index row (the limit and the key again, in one write); the upload and the command. Nothing is left
     behind when queueing fails: the index row, its key and whatever was stored are removed.
     """
-    if idempotency is not None:
+    if idempotency is None:
+        return await _admit(gateway, account, image, params, None), True
+    earlier = await _idempotent_job(gateway, account, idempotency)
+    if earlier is not None:
+        return earlier, False
+    try:
+        return await _admit(gateway, account, image, params, idempotency), True
+    except (ApiError, IdempotencyKeyUsedError) as exc:
+        # A twin of this request may have made the job meanwhile (and taken the slot or the points).
         earlier = await _idempotent_job(gateway, account, idempotency)
         if earlier is not None:
             return earlier, False
+        if isinstance(exc, ApiError):
+            raise
+        # The twin's job was not queued after all, and its key is free again.
+        raise ApiError(409, "idempotency_key_in_use", "a twin of this request just failed; retry") from None
+
+
+async def _admit(
+    gateway: Gateway, account: str, image: bytes, params: GenerationParams, idempotency: Idempotency | None
+) -> JobView:
     model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
     price = price_points(params, *header_size(image, params, model_size))
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
@@ -248,14 +265,7 @@ async def submit(
         await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
     spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
     view = JobView.submitted(spec, price)
-    try:
-        active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
-    except IdempotencyKeyUsedError:
-        assert idempotency is not None  # raised only with one
-        earlier = await _idempotent_job(gateway, account, idempotency)  # a twin request won the race
-        if earlier is None:
-            raise ApiError(409, "idempotency_key_in_use", "a request with this Idempotency-Key is under way") from None
-        return earlier, False
+    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
     if active is not None:
         _refuse_past_limit(active, limit)
     try:
@@ -264,7 +274,7 @@ async def submit(
         log.warning("job %s could not be queued: %s", spec.job_id, exc)
         await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)
         raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
-    return view, True
+    return view
 
 
 def _refuse_past_limit(active: int, limit: int) -> None:

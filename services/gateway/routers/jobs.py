@@ -41,6 +41,7 @@ _STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
     openapi_extra=openapi_body(),
     responses={
         402: {"model": ErrorResponse, "description": "the account's points do not cover the price"},
+        409: {"model": ErrorResponse, "description": "a twin request with this Idempotency-Key just failed"},
         413: {"model": ErrorResponse, "description": "the image is over 25 MB"},
         415: {"model": ErrorResponse, "description": "not a JPEG, PNG or WebP image (GIF is refused)"},
         429: {"model": ErrorResponse, "description": "too many unfinished jobs"},
