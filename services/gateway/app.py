@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from PIL import _imaging as pillow_core
 
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
@@ -24,6 +25,8 @@ from services.gateway.routers.pages import STATIC_DIR
 from services.gateway.runtime import Gateway, connect, disconnect
 from services.objectstore import object_store_from
 
+DECODE_BLOCK_BYTES = 64 * 2**20
+
 
 def build_app(
     settings: Settings,
@@ -37,6 +40,9 @@ def build_app(
     """The gateway app; ``ledger``, ``store`` and ``index`` default to the ones settings name, and
     ``model_size`` reads a model's size from its config files."""
     settings.require_connections()
+    # Decoded uploads in Pillow blocks past glibc's largest dynamic mmap threshold (32 MiB) are always
+    # mmapped: their memory goes back to the system when freed instead of staying in a worker thread's heap.
+    pillow_core.set_block_size(DECODE_BLOCK_BYTES)
     the_store = store or object_store_from(settings)
     gateway = Gateway(
         settings=settings,
