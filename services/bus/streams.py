@@ -2,7 +2,9 @@
 
 import contextlib
 import logging
+from collections.abc import Iterator
 
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, BadRequestError, NotFoundError
@@ -11,6 +13,7 @@ from contracts.failures import FailureCode
 from contracts.messages import DeadLetter
 from contracts.stages import PIPELINE_ORDER
 from contracts.subjects import (
+    CANCEL_BUCKET,
     DLQ_STREAM,
     DLQ_SUBJECTS,
     EVENTS_STREAM,
@@ -83,20 +86,38 @@ async def ensure_streams(js: JetStreamContext) -> None:
     """
     from services.bus.cancellation import cancel_bucket
 
-    await cancel_bucket(js)
+    with _changing(CANCEL_BUCKET):
+        await cancel_bucket(js)
     for config in ALL_STREAMS:
         try:
             info = await js.stream_info(config.name or "")
         except NotFoundError:
             try:
-                await js.add_stream(config)
+                with _changing(config.name):
+                    await js.add_stream(config)
             except BadRequestError:
                 # Another process created it between our lookup and add: fine, it is the same config.
                 await js.stream_info(config.name or "")
         else:
             if not _configured_as(info.config, config):
-                await js.update_stream(config)
+                with _changing(config.name):
+                    await js.update_stream(config)
     await sweep_unknown_work(js)
+
+
+class StreamsNotDeclaredError(TimeoutError):
+    """A stream is missing or out of date and this user may not change it (the server does not answer)."""
+
+
+@contextlib.contextmanager
+def _changing(name: str | None) -> Iterator[None]:
+    try:
+        yield
+    except nats.errors.TimeoutError:
+        raise StreamsNotDeclaredError(
+            f"no answer to declaring {name}: it is missing or differs from this version's, and only the NATS "
+            "admin may change it (`i2v stack streams` as I2V_NATS_USER=admin)"
+        ) from None
 
 
 def _configured_as(current: StreamConfig, wanted: StreamConfig) -> bool:

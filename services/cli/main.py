@@ -70,6 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder; stack.env there tells other i2v commands where the stack runs "
         "(default I2V_STATE_DIR or ./.i2v)",
     )
+    nats_auth = stack_sub.add_parser(
+        "nats-auth",
+        help="users, passwords and permissions for a nats-server of your own (production)",
+        description="Write DIR/nats-auth.conf (each user's bcrypt hash and permissions, for nats-server's config) "
+        "and DIR/<user>.env (I2V_NATS_USER and I2V_NATS_PASSWORD of each service, the gateway, the client and "
+        "the admin), all owner-only. Passwords already in DIR are kept unless --rotate names their user.",
+    )
+    nats_auth.add_argument("dir", type=Path)
+    nats_auth.add_argument("--rotate", nargs="+", default=[], metavar="USER", help="give these users new passwords")
+    stack_sub.add_parser(
+        "streams",
+        help="declare the streams and the cancel bucket (as the NATS admin: I2V_NATS_USER=admin)",
+        description="Create or update the JetStream streams and the cancel bucket on I2V_NATS_URL, and sweep "
+        "commands on unknown work subjects. Services may only look streams up: run this first on every release.",
+    )
 
     jobs = sub.add_parser("jobs", help="cancel, replay or inspect jobs on a running stack")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True, parser_class=_Parser)
@@ -125,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             return _serve(args.service)
         if args.command == "stack":
+            if args.stack_command == "nats-auth":
+                return _nats_auth(args.dir, args.rotate)
+            if args.stack_command == "streams":
+                return _declare_streams()
             return _stack_up(args.state_dir)
         if args.command == "accounts":
             return _accounts(args)
@@ -234,6 +253,47 @@ def _stack_up(state_dir: Path | None) -> int:
         print("stopping...", flush=True)
         stack.stop()
         print("stopped", flush=True)
+    return 0
+
+
+def _nats_auth(folder: Path, rotate: list[str]) -> int:
+    from services.stack.nats_auth import USERS, write_nats_auth
+
+    unknown = sorted(set(rotate) - set(USERS))
+    if unknown:
+        raise CliError(f"--rotate: no user {', '.join(unknown)} (users: {', '.join(USERS)})")
+    conf = write_nats_auth(folder, rotate)
+    print(f"nats-server authorization: {conf} (include it in the server's config; it holds hashes only)")
+    print(f"each user's settings: {folder}/<user>.env (owner-only; give each process its own)")
+    return 0
+
+
+def _declare_streams() -> int:
+    import asyncio
+
+    import nats
+    import nats.errors
+
+    from services.bus.connection import nats_options
+    from services.bus.streams import ensure_streams
+    from services.cli.settings import load_settings
+
+    settings = load_settings(from_stack_file=False)
+    if not settings.nats_url:
+        raise CliError("I2V_NATS_URL is not set")
+
+    async def declare() -> None:
+        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5, **nats_options(settings))
+        try:
+            await ensure_streams(nc.jetstream())
+        finally:
+            await nc.close()
+
+    try:
+        asyncio.run(declare())
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise CliError(f"NATS at {settings.nats_url}: {' '.join(str(exc).split()) or type(exc).__name__}", 1) from None
+    print(f"streams and cancel bucket declared on {settings.nats_url}")
     return 0
 
 

@@ -31,24 +31,26 @@ class NatsLogin:
         return f"NatsLogin(user={self.user!r})"
 
 
-def nats_logins(state_dir: Path, users: Iterable[str]) -> dict[str, NatsLogin]:
-    """The password of each of ``users``, created for those the state folder has none for yet."""
+def nats_logins(state_dir: Path, users: Iterable[str], rotate: Iterable[str] = ()) -> dict[str, NatsLogin]:
+    """The password of each of ``users``, created for those the state folder has none for yet and
+    replaced for those in ``rotate``."""
     path = state_dir / NATS_FILE
     stored: dict[str, dict[str, str]] = json.loads(path.read_text()) if path.exists() else {}
+    renew = set(rotate)
     changed = False
     for user in users:
-        if user not in stored:
+        if user not in stored or user in renew:
             password = secrets.token_urlsafe(32)
             hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(_BCRYPT_ROUNDS)).decode()
             stored[user] = {"password": password, "bcrypt": hashed}
             changed = True
     if changed:
-        _write_private(path, json.dumps(stored, indent=2))
+        write_private(path, json.dumps(stored, indent=2))
     return {user: NatsLogin(user, entry["password"], entry["bcrypt"]) for user, entry in stored.items()}
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write atomically, the folder 0700 and the file 0600 from the first byte."""
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically, the folder 0700 and the file 0600 from the first byte."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
     partial = path.with_name(f".{path.name}.{os.getpid()}")

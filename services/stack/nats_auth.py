@@ -13,6 +13,7 @@ table and what it does not stop.
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from contracts.stages import PIPELINE_ORDER, Stage
 from contracts.subjects import (
@@ -169,3 +170,17 @@ def authorization_block(hashes: Mapping[str, str], users: Iterable[str] = USERS)
         }
         entries.append("    " + json.dumps(entry))
     return "authorization {\n  users: [\n" + ",\n".join(entries) + "\n  ]\n}\n"
+
+
+def write_nats_auth(folder: Path, rotate: Iterable[str] = ()) -> Path:
+    """For a nats-server of one's own: ``folder/nats-auth.conf`` (hashes and permissions, to ``include``
+    in the server's configuration) and ``folder/<user>.env`` per user, all owner-only. Passwords are
+    kept in ``folder`` (services/stack/credentials.py) across runs; those of ``rotate`` are replaced."""
+    from services.stack.credentials import nats_logins, write_private
+
+    logins = nats_logins(folder, USERS, rotate=rotate)
+    for user, login in logins.items():
+        write_private(folder / f"{user}.env", f"I2V_NATS_USER={login.user}\nI2V_NATS_PASSWORD={login.password}\n")
+    conf = folder / "nats-auth.conf"
+    write_private(conf, authorization_block({user: login.hashed for user, login in logins.items()}))
+    return conf

@@ -49,6 +49,7 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
     # The billing process got exactly those settings, as NATS user billing: it opened the same ledger and
     # made the demo account there.
     assert child.pop("I2V_READY_FILE")
+    assert child.pop("I2V_LOG_FILE").endswith("billing.log")
     assert settings_from(child) == as_billing
     assert as_billing.model_copy(update={"nats_user": "", "nats_password": ""}) == settings.model_copy(
         update={"nats_user": "", "nats_password": ""}
