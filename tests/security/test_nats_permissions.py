@@ -24,7 +24,7 @@ from infra.objectstore import MemoryObjectStore
 from services.bus.connection import inbox_prefix
 from services.bus.publishing import route
 from services.jobclient import JobClient
-from services.stack.nats_auth import ADMIN, CLIENT, GATEWAY, SERVICE_USERS, SETTLE_DURABLE
+from services.stack.nats_auth import ADMIN, CLIENT, GATEWAY, SERVICE_USERS, SETTLE_DURABLE, permissions
 from tests.security.conftest import Connect, SecuredNats
 from tests.services.job_messages import completed
 
@@ -216,3 +216,22 @@ async def test_front_doors_submit_follow_cancel_and_replay(
     assert await _count(connect_as, work_subject(Stage.INGEST)) == 2  # the submit and the replay
     await _purge_work(connect_as)
     assert "permissions violation" not in caplog.text
+
+
+def test_the_table_names_the_durables_the_services_create() -> None:
+    """Each service may create and pull from the durables its app declares, and from no other."""
+    import importlib
+
+    from services.config import Settings
+
+    settings = Settings(nats_url="nats://127.0.0.1:9", s3_endpoint="http://127.0.0.1:9")
+    for user in SERVICE_USERS:
+        app = importlib.import_module(f"services.{user}.app").build_app(settings)
+        allowed = set(permissions(user).publish)
+        for subscriber in app.broker.subscribers:
+            config = subscriber.config
+            stream = subscriber.stream.name if subscriber.stream else ""
+            subject = config.filter_subject or subscriber.subject.broker_address
+            durable = config.durable_name
+            assert f"$JS.API.CONSUMER.CREATE.{stream}.{durable}.{subject}" in allowed, (user, durable)
+            assert f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}" in allowed, (user, durable)
