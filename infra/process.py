@@ -130,8 +130,12 @@ class ManagedProcess(ABC):
         """Pick the ports for one launch (the client port too when ``pick_port``) and say how to run it."""
 
     def _prepare(self) -> None:
-        """Make what every launch needs in ``state_dir``; called once per :meth:`start`."""
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        """Make what every launch needs in ``state_dir``; called once per :meth:`start`.
+
+        ``state_dir`` is the owner's only: the server's data files are readable by whoever reaches them.
+        """
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
 
     def _after_exit(self) -> None:
         """Clean up after the process has gone; called after every launch that is reaped."""

@@ -130,6 +130,7 @@ class SeaweedS3(ManagedProcess):
         return self._credentials
 
     def _prepare(self) -> None:
+        super()._prepare()
         self._identity()
         (self.state_dir / "data" / "master").mkdir(parents=True, exist_ok=True)
 

@@ -92,7 +92,9 @@ class EmbeddedStack:
 
     def start(self, timeout: float = 180.0) -> None:
         self.state_dir = self.state_dir.resolve()
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Data, logs, ledger and credentials: the owner's only.
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
         # Taken once: a child restarted later gets the settings its siblings got.
         self._shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_") and k not in _PER_PROCESS}
         t0 = time.perf_counter()

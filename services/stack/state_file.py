@@ -13,7 +13,9 @@ from pathlib import Path
 
 STACK_FILE = "stack.env"
 DEFAULT_STATE_DIR = Path(".i2v")
-SECRET_SETTINGS = frozenset({"I2V_NATS_PASSWORD", "I2V_S3_SECRET_KEY", "I2V_GATEWAY_SECRET", "I2V_LEDGER_DSN"})
+SECRET_SETTINGS = frozenset(
+    {"I2V_NATS_PASSWORD", "I2V_S3_SECRET_KEY", "I2V_GATEWAY_SECRET", "I2V_BILLING_SECRET", "I2V_LEDGER_DSN"}
+)
 """Kept in the file, never printed: passwords and keys (a PostgreSQL DSN may hold a password)."""
 
 

@@ -2,6 +2,7 @@
 master HTTP ports of `weed mini` refuse a client without the signing keys that only the process holds."""
 
 import json
+import stat
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -77,3 +78,9 @@ def test_no_key_on_the_command_line_or_in_the_log(seaweed: SeaweedS3, object_sto
     for secret in (seaweed.secret_key, *signing):
         assert secret not in command_line
         assert secret not in log
+
+
+def test_the_data_on_disk_is_the_owners_only(seaweed: SeaweedS3, object_store: S3ObjectStore) -> None:
+    """The volumes hold every upload as plain bytes: another local user must not open them past S3."""
+    object_store.put("jobs/jdisk/upload", _SECRET, "application/octet-stream")
+    assert stat.S_IMODE(seaweed.state_dir.stat().st_mode) == 0o700

@@ -33,6 +33,7 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
         child = {k: v for k, v in _environ_of(stack.pid("billing")).items() if k.startswith("I2V_")}
         client = read_stack_file(state)
         mode = stat.S_IMODE(stack_file(state).stat().st_mode)
+        folder_mode = stat.S_IMODE(state.stat().st_mode)
         assert stack.nats is not None
         nats_url = stack.nats.url
         bucket_there = minio_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key).bucket_exists(
@@ -61,5 +62,6 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
     # The CLI's file says the same, readable by the owner only, and is gone once the stack stops.
     assert client is not None and settings_from(client) == settings
     assert mode == 0o600
+    assert folder_mode == 0o700  # data, logs, ledger and credentials: the owner's only
     assert not stack_file(state).exists()
     assert os.environ["I2V_NATS_URL"] == "nats://127.0.0.1:9"
