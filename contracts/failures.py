@@ -23,6 +23,7 @@ class FailureCode(StrEnum):
     INSUFFICIENT_POINTS = "insufficient_points"
     BAD_REPLAY = "bad_replay"
     VIDEO_TOO_LARGE = "video_too_large"
+    NOT_RESERVED = "not_reserved"
     # What a stage made does not match what was asked.
     FRAME_COUNT = "frame_count"
     MUX_MISMATCH = "mux_mismatch"

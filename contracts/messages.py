@@ -76,6 +76,7 @@ class PointsReserved(Contract):
     width: int
     height: int
     price: int
+    seal: str = Field("", description="billing's HMAC over the job and price; latent, decode and mux check it")
 
 
 class LatentsReady(Contract):
@@ -88,6 +89,7 @@ class LatentsReady(Contract):
     width: int
     height: int
     price: int
+    seal: str = Field("", description="billing's HMAC over the job and price; latent, decode and mux check it")
 
 
 class FramesReady(Contract):
@@ -101,6 +103,7 @@ class FramesReady(Contract):
     width: int
     height: int
     price: int
+    seal: str = Field("", description="billing's HMAC over the job and price; latent, decode and mux check it")
 
 
 # --- events (ride the events stream; the job's history) ------------------------------------------

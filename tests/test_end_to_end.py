@@ -33,7 +33,7 @@ def test_generate_through_separate_processes(tmp_path: Path) -> None:
         env=env,
     )
     report = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
-    assert report["price"] == "17 points"  # 8 + 4*2 + (12-8)//4
+    assert report["price"] == "10 points"  # 8 + ceil(256·192 · 24 frames · 4 steps / 2,457,600)
     assert report["seed"] == "77"
     assert Path(report["video"]) == out.resolve()
     for stage in ("ingest", "billing", "latent", "decode", "mux"):

@@ -2,6 +2,7 @@
 
 import asyncio
 
+import anyio.from_thread
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
 
@@ -11,6 +12,7 @@ from contracts.subjects import TERMINAL_EVENTS_FILTER
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
 from services.billing.retention import sweep_forever
+from services.billing.seal import seal_from
 from services.billing.stage import BillingStage
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
@@ -19,11 +21,13 @@ from services.objectstore import object_store_from
 
 
 def build_app(settings: Settings, *, ledger: Ledger | None = None, store: ObjectStore | None = None) -> FastStream:
-    """The ledger and the store are opened when the app starts, not here (see :class:`Deferred`)."""
+    """The ledger, the store and the seal's secret are opened when the app starts, not here (see
+    :class:`Deferred`)."""
     kit = service_kit("billing", settings)
     the_ledger = kit.deferred(lambda: ledger or open_ledger(settings.resolved_ledger_dsn()))
     the_store = kit.deferred(lambda: store or object_store_from(settings))
-    stage = kit.deferred(lambda: BillingStage(the_ledger(), the_store()))
+    the_seal = kit.deferred(lambda: seal_from(settings))
+    stage = kit.deferred(lambda: BillingStage(the_ledger(), the_store(), the_seal()))
     runner = kit.deferred(lambda: kit.runner(Stage.BILLING, the_store()))
 
     @kit.work_subscriber(Stage.BILLING, description="Reserve the job's price before any GPU work")
@@ -37,7 +41,13 @@ def build_app(settings: Settings, *, ledger: Ledger | None = None, store: Object
         description="Capture on JobCompleted, refund on JobFailed or JobCancelled",
     )
     async def on_terminal(event: TerminalEvent, msg: NatsMessage) -> None:
-        await runner().handle_event(NatsDelivery(msg), lambda: stage().settle(event))
+        def settle() -> None:
+            voided = stage().settle(event)
+            if voided is not None:
+                # Published before the ack: a crash in between settles again, and the id dedups it.
+                anyio.from_thread.run(kit.publisher.publish, voided)
+
+        await runner().handle_event(NatsDelivery(msg), settle)
 
     sweeping: list[asyncio.Task[None]] = []
 

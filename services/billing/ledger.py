@@ -118,6 +118,7 @@ class Ledger(Protocol):
     def capture(self, job_id: str, generation: int) -> bool: ...
     def refund(self, job_id: str, generation: int) -> int: ...
     def reservation(self, job_id: str, generation: int) -> Reservation | None: ...
+    def record_unreserved_completion(self, job_id: str, generation: int, account: str, note: str) -> bool: ...
     def entries(self, name: str, limit: int = 20) -> list[Entry]: ...
     def reconcile(self) -> list[str]: ...
 
@@ -157,10 +158,19 @@ CREATE TABLE IF NOT EXISTS reservations (
     state TEXT NOT NULL CHECK (state IN ('reserved', 'captured', 'refunded', 'rejected')),
     created_at {timestamp},
     PRIMARY KEY (job_id, generation)
+);
+CREATE TABLE IF NOT EXISTS unreserved_completions (
+    job_id TEXT NOT NULL,
+    generation INTEGER NOT NULL,
+    account TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    created_at {timestamp},
+    PRIMARY KEY (job_id, generation)
 )
 """
 # The unique index above is a second line of defence: even a logic slip cannot debit or refund a job
-# generation twice.
+# generation twice. ``unreserved_completions`` records each JobCompleted billing had nothing to capture
+# for (a forged completion, or a reservation lost): no account is charged for it, reconcile reports it.
 
 _SQLITE_COLUMNS = {
     "identity": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -464,6 +474,16 @@ class SqlLedger:
         with self._tx(write=False) as tx:
             return self._reservation(tx, job_id, generation)
 
+    def record_unreserved_completion(self, job_id: str, generation: int, account: str, note: str) -> bool:
+        """Remember that this job generation completed with no reservation to capture; True the first time."""
+        with self._tx() as tx:
+            row = tx.one(
+                "INSERT INTO unreserved_completions (job_id, generation, account, note) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (job_id, generation) DO NOTHING RETURNING job_id",
+                (job_id, generation, account, note),
+            )
+            return row is not None
+
     @staticmethod
     def _reservation(tx: _Tx, job_id: str, generation: int) -> Reservation | None:
         row = tx.one(
@@ -530,6 +550,12 @@ class SqlLedger:
                         f"reservation {job_id}/{generation} ({state}, {points} points):"
                         f" entries sum to {total}, expected {expected}"
                     )
+            for job_id, generation, account, note in tx.all(
+                "SELECT job_id, generation, account, note FROM unreserved_completions ORDER BY job_id, generation"
+            ):
+                problems.append(
+                    f"job {job_id}/{generation} (account {account!r}) completed without a reservation: {note}"
+                )
         return problems
 
 

@@ -2,12 +2,14 @@
 
 from pydantic import BaseModel
 
+from contracts.failures import FailureCode
 from contracts.messages import (
     CancelRequested,
     Command,
     DeadLetter,
     FramesReady,
     ImagePrepared,
+    JobFailed,
     JobSubmitted,
     LatentsReady,
     PointsReserved,
@@ -40,6 +42,14 @@ _CONSUMER: dict[type[BaseModel], Stage] = {
     LatentsReady: Stage.DECODE,
     FramesReady: Stage.MUX,
 }
+
+
+def _terminal_kind(message: Terminal) -> str:
+    """One id per generation, so a cancel racing a completion ends it once; except billing's voiding of
+    a completion it held no reservation for, which must follow that JobCompleted, not be dropped as its twin."""
+    if isinstance(message, JobFailed) and message.stage == Stage.BILLING and message.code == FailureCode.NOT_RESERVED:
+        return "voided"
+    return "terminal"
 
 
 class Route(BaseModel):
@@ -96,7 +106,7 @@ def route(message: Outgoing) -> Route:
         return Route(
             subject=event_subject(spec.job_id, "terminal"),
             stream=EVENTS_STREAM,
-            msg_id=msg_id(spec.job_id, "terminal", spec.generation),
+            msg_id=msg_id(spec.job_id, _terminal_kind(message), spec.generation),
         )
     stage = _CONSUMER[type(message)]
     return Route(

@@ -69,4 +69,5 @@ class DecodeStage:
             width=cmd.width,
             height=cmd.height,
             price=cmd.price,
+            seal=cmd.seal,
         )

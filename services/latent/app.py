@@ -6,6 +6,7 @@ from faststream.nats.annotations import NatsMessage
 from contracts.messages import PointsReserved
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
+from services.billing.seal import seal_from
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
@@ -19,10 +20,12 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(lambda: LatentStage(the_store(), settings.device, is_cancelled=kit.cancels.is_cancelled))
     runner = kit.deferred(lambda: kit.runner(Stage.LATENT, the_store()))
+    # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
+    seal = kit.deferred(lambda: seal_from(settings))
 
     @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
-        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(cmd, progress))
+        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
 
     async def _warm_up() -> None:
         import anyio.to_thread

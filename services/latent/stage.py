@@ -59,6 +59,7 @@ class LatentStage:
                 width=cmd.width,
                 height=cmd.height,
                 price=cmd.price,
+                seal=cmd.seal,
             )
         # 2. Inputs, verified against the reference.
         image = Image.open(io.BytesIO(self._store.get(cmd.image))).convert("RGB")
@@ -95,4 +96,5 @@ class LatentStage:
             width=cmd.width,
             height=cmd.height,
             price=cmd.price,
+            seal=cmd.seal,
         )

@@ -6,6 +6,7 @@ from faststream.nats.annotations import NatsMessage
 from contracts.messages import FramesReady
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
+from services.billing.seal import seal_from
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
@@ -19,10 +20,12 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(lambda: MuxStage(the_store()))
     runner = kit.deferred(lambda: kit.runner(Stage.MUX, the_store()))
+    # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
+    seal = kit.deferred(lambda: seal_from(settings))
 
     @kit.work_subscriber(Stage.MUX, description="Encode H.264 MP4 with faststart and a poster")
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
-        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(cmd, progress))
+        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
 
     async def _warm_up() -> None:
         import pipeline.tensors

@@ -143,6 +143,21 @@ def test_routes_and_message_ids_are_deterministic() -> None:
     assert artifact_key("j123456", 2, "video.mp4") == "jobs/j123456/g2/video.mp4"
 
 
+def test_billings_voiding_of_a_completion_has_its_own_id_every_other_ending_shares_one() -> None:
+    job = JobSpec(job_id="j123456", account="local", params=GenerationParams(seed=3), generation=2)
+    voided = JobFailed(job=job, stage=Stage.BILLING, code=FailureCode.NOT_RESERVED, reason="no reservation")
+    ended: list[JobFailed | JobCompleted] = [
+        JobFailed(job=job, stage=Stage.LATENT, code=FailureCode.NOT_RESERVED, reason="unsealed"),
+        JobFailed(job=job, stage=Stage.BILLING, code=FailureCode.INTERNAL, reason="ledger down"),
+        JobCompleted(
+            job=job, video=REF, poster=REF, frame_count=32, fps=8, duration_s=4.0, width=256, height=192, price=24
+        ),
+    ]
+    assert route(voided).msg_id == msg_id("j123456", "voided", 2)
+    assert {route(e).msg_id for e in ended} == {msg_id("j123456", "terminal", 2)}
+    assert {route(e).subject for e in [voided, *ended]} == {"i2v.events.j123456.terminal"}
+
+
 def test_object_ref_requires_a_sha256() -> None:
     with pytest.raises(ValidationError, match="sha256"):
         ObjectRef(bucket="i2v", key="k", size=1, sha256="nothex", content_type="x/y")

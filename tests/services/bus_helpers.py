@@ -101,6 +101,10 @@ async def consumer_settled(js: JetStreamContext, stream: str, durable: str, time
         await asyncio.sleep(0.05)
 
 
+TEST_BILLING_SECRET = "the tests' billing secret"
+"""Billing's seal key in :func:`settings_for`: given, so no test writes one into the working directory."""
+
+
 def settings_for(server: NatsServer, **overrides: object) -> Settings:
     """Settings for a service on ``server`` with quick retries; ``overrides`` replace any field."""
     values: dict[str, object] = {
@@ -108,6 +112,7 @@ def settings_for(server: NatsServer, **overrides: object) -> Settings:
         "s3_endpoint": "http://127.0.0.1:9",  # required by the kit; the probe never touches a store
         "max_deliver": 3,
         "retry_backoff_s": (0.1,),
+        "billing_secret": TEST_BILLING_SECRET,
     }
     values.update(overrides)
     return Settings.model_validate(values)

@@ -11,12 +11,16 @@ from faststream import FastStream
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from contracts.failures import FailureCode
 from contracts.keys import artifact_key
 from contracts.messages import (
+    FramesReady,
     ImagePrepared,
+    JobCompleted,
     JobFailed,
     JobRejected,
     JobSpec,
+    LatentsReady,
     PointsReserved,
     StageFinished,
     Terminal,
@@ -31,14 +35,19 @@ from infra.nats_server import NatsServer
 from infra.objectstore import MemoryObjectStore
 from services.billing.app import build_app
 from services.billing.ledger import SqlLedger, open_ledger
+from services.billing.seal import ReservationSeal
 from services.bus.publishing import Command, route
-from tests.services.bus_helpers import Tail, consumer_drained, has, settings_for
+from services.decode.app import build_app as build_decode
+from services.latent.app import build_app as build_latent
+from services.mux.app import build_app as build_mux
+from tests.services.bus_helpers import TEST_BILLING_SECRET, Tail, consumer_drained, has, settings_for
 from tests.services.job_messages import completed
 
 pytestmark = pytest.mark.integration
 
 DURATION, FPS = 2, 8
 PRICE = price_points(GenerationParams(duration=DURATION, fps=FPS), 128, 64)
+SEAL = ReservationSeal(TEST_BILLING_SECRET.encode())  # what settings_for gives every service
 
 
 @pytest.fixture
@@ -50,8 +59,15 @@ def ledger(tmp_path: Path) -> SqlLedger:
 
 
 @pytest.fixture
-async def billing(nats_server: NatsServer, ledger: SqlLedger, js: JetStreamContext) -> AsyncIterator[FastStream]:
-    app = build_app(settings_for(nats_server), ledger=ledger, store=MemoryObjectStore())
+def store() -> MemoryObjectStore:
+    return MemoryObjectStore()
+
+
+@pytest.fixture
+async def billing(
+    nats_server: NatsServer, ledger: SqlLedger, store: MemoryObjectStore, js: JetStreamContext
+) -> AsyncIterator[FastStream]:
+    app = build_app(settings_for(nats_server), ledger=ledger, store=store)
     await app.start()
     try:
         yield app
@@ -124,6 +140,7 @@ async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(
         for m, r in zip(messages, reserved, strict=True)
     )
     assert ledger.balance("rich") == PRICE  # two of three prices held
+    assert all(SEAL.checked(r) is r for r in reserved)  # sealed: latent will take them
 
     await publish(js, completed(done.job, PRICE))
     await publish(js, JobFailed(job=broken.job, stage=Stage.DECODE, code="internal", reason="decode crashed"))
@@ -241,3 +258,124 @@ async def _shorten_dedup_window(js: JetStreamContext, seconds: float) -> None:
 def _state(books: SqlLedger, cmd: ImagePrepared, generation: int) -> str | None:
     reservation = books.reservation(cmd.job.job_id, generation)
     return None if reservation is None else reservation.state
+
+
+# --- no reservation, no video -------------------------------------------------------------------
+
+
+def stored_video(store: MemoryObjectStore, job: JobSpec) -> JobCompleted:
+    """The job's video and poster in the store, and the JobCompleted that names them."""
+    video = store.put(artifact_key(job.job_id, job.generation, "video.mp4"), b"mp4", "video/mp4")
+    poster = store.put(artifact_key(job.job_id, job.generation, "poster.jpg"), b"jpg", "image/jpeg")
+    return completed(job, PRICE, video=video, poster=poster)
+
+
+@pytest.mark.parametrize("before", ["nothing reserved", "refunded"])
+async def test_a_completion_billing_holds_no_reservation_for_fails_the_job_and_withdraws_the_video(
+    js: JetStreamContext, ledger: SqlLedger, store: MemoryObjectStore, billing: FastStream, before: str
+) -> None:
+    cmd = image_prepared(f"job-free-{before[:4]}", "rich")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+    if before == "refunded":  # reserved, then failed and refunded: the generation is over
+        latent = await js.pull_subscribe(
+            work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM
+        )
+        await publish(js, cmd)
+        [msg] = await latent.fetch(1, timeout=10)
+        await msg.ack()
+        await publish(js, JobFailed(job=cmd.job, stage=Stage.LATENT, code="internal", reason="denoise crashed"))
+        await until(lambda: _state(ledger, cmd, 0) == "refunded", "the refund")
+    other = store.put(artifact_key("job-of-someone-else", 0, "video.mp4"), b"theirs", "video/mp4")
+    forged = stored_video(store, cmd.job)
+    # Forged, so under ids of the forger's choosing (a JobCompleted under the generation's own terminal id
+    # would be dropped as a duplicate after a refund). It may name another job's objects, too: those are
+    # not billing's to delete.
+    subject = route(forged).subject
+    await js.publish(subject, forged.model_copy(update={"poster": other}).model_dump_json().encode())
+    await js.publish(subject, forged.model_dump_json().encode(), headers={"Nats-Msg-Id": "forged-twice"})
+
+    await events.until(has(JobFailed, 2 if before == "refunded" else 1))
+    await consumer_drained(js, Stage.BILLING)  # nothing left to settle
+    await events.quiet(0.5)
+
+    voided = [e for e in events.events() if isinstance(e, JobFailed) and e.stage == Stage.BILLING]
+    assert len(voided) == 1, events.events()  # once, however often the completion came
+    assert voided[0].code == FailureCode.NOT_RESERVED and "withdrawn" in voided[0].reason
+    history = events.events()
+    assert history.index(voided[0]) > min(i for i, e in enumerate(history) if isinstance(e, JobCompleted))
+    assert store.head(forged.video.key) is None and store.head(forged.poster.key) is None
+    assert store.get(other) == b"theirs"
+    assert ledger.balance("rich") == 3 * PRICE  # charged nothing, and no free video either
+    reason = "no reservation was made" if before == "nothing reserved" else "its reservation was refunded"
+    assert ledger.reconcile() == [f"job {cmd.job.job_id}/0 (account 'rich') completed without a reservation: {reason}"]
+
+
+async def test_a_paid_completion_is_captured_and_keeps_its_video(
+    js: JetStreamContext, ledger: SqlLedger, store: MemoryObjectStore, billing: FastStream
+) -> None:
+    cmd = image_prepared("job-paid", "rich")
+    events = await Tail.open(js, job_events_filter(cmd.job.job_id))
+    latent = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT), stream=WORK_STREAM)
+    await publish(js, cmd)
+    [msg] = await latent.fetch(1, timeout=10)
+    await msg.ack()
+
+    done = stored_video(store, cmd.job)
+    await publish(js, done)
+    await until(lambda: _state(ledger, cmd, 0) == "captured", "the capture")
+    await consumer_drained(js, Stage.BILLING)
+    await events.quiet(0.3)
+
+    assert [type(e).__name__ for e in events.events() if is_terminal(e)] == ["JobCompleted"]
+    assert store.get(done.video) == b"mp4"
+    assert ledger.reconcile() == []
+
+
+def forged_commands(store: MemoryObjectStore) -> list[tuple[Stage, Command]]:
+    """For each stage after billing, a command billing did not seal as it stands (one job each)."""
+    forged: list[tuple[Stage, Command]] = []
+    for stage in (Stage.LATENT, Stage.DECODE, Stage.MUX):
+        job = image_prepared(f"job-forged-{stage}", "rich").job
+        ref = store.put(artifact_key(job.job_id, 0, "image.png"), b"never read", "image/png")
+        honest = SEAL.sign(job, PRICE)
+        if stage == Stage.LATENT:  # no seal: straight onto i2v.work.latent
+            forged.append((stage, PointsReserved(job=job, image=ref, width=128, height=64, price=PRICE)))
+        elif stage == Stage.DECODE:  # billing's seal, a lower price
+            latents = LatentsReady(job=job, latents=ref, native_frames=8, width=128, height=64, price=1, seal=honest)
+            forged.append((stage, latents))
+        else:  # billing's seal, charged to another account
+            other = job.model_copy(update={"account": "poor"})
+            common = {"frames": ref, "frame_count": 16, "native_frames": 8, "width": 128, "height": 64}
+            forged.append((stage, FramesReady(job=other, price=PRICE, seal=honest, **common)))
+    return forged
+
+
+BUILDERS: dict[Stage, Callable[..., FastStream]] = {
+    Stage.LATENT: build_latent,
+    Stage.DECODE: build_decode,
+    Stage.MUX: build_mux,
+}
+
+
+@pytest.mark.slow
+async def test_latent_decode_and_mux_fail_a_command_billing_did_not_seal(
+    js: JetStreamContext, nats_server: NatsServer, tmp_path: Path
+) -> None:
+    """Each stage after billing refuses, before any work, a command without billing's seal or whose job or
+    price changed since: the job fails ``not_reserved`` and nothing is computed."""
+    store = MemoryObjectStore()
+    settings = settings_for(nats_server, state_dir=tmp_path)
+    for stage, command in forged_commands(store):
+        events = await Tail.open(js, job_events_filter(command.job.job_id))
+        app = BUILDERS[stage](settings, store=store)
+        await app.start()
+        try:
+            await publish(js, command)
+            await events.until(has(JobFailed))
+            await consumer_drained(js, stage)
+        finally:
+            await app.stop()
+        [failed] = [e for e in events.events() if isinstance(e, JobFailed)]
+        assert (failed.stage, failed.code) == (stage, FailureCode.NOT_RESERVED), failed
+    names = store.keys()
+    assert not any(name.endswith(("latents.safetensors", "frames.safetensors", "video.mp4")) for name in names)

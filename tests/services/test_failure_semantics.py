@@ -20,6 +20,7 @@ from contracts.messages import (
     StageStarted,
 )
 from contracts.params import GenerationParams
+from contracts.pricing import price_points
 from contracts.stages import Stage
 from services.billing.ledger import open_ledger
 from services.bus.connection import nats_options
@@ -31,6 +32,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = (ROOT / "examples" / "harbor.png").read_bytes()
+SHORT = GenerationParams(steps=2, duration=1)
+"""What the price of a 1 s, 2-step job depends on; the seed is not priced."""
 FAULTY_JOB = "jdeadletter0001"  # decode fails it 5 times: every delivery of its first generation
 
 
@@ -102,11 +105,12 @@ def test_cancel_a_queued_job_before_it_starts_then_replay_it(stack: EmbeddedStac
     assert isinstance(done, JobCompleted) and done.job.generation == generation
     restarted = {e.event.stage for e in after if isinstance(e.event, StageStarted)}
     assert Stage.INGEST not in restarted and {Stage.BILLING, Stage.LATENT, Stage.DECODE, Stage.MUX} <= restarted
-    # First job charged 24; the second was refunded at g0 and charged 12 at g1.
+    # The first job is charged; the second was refunded at g0 and charged at g1 (harbor.png is 256x192 on tiny).
+    charged = price_points(GenerationParams(steps=30), 256, 192) + price_points(SHORT, 256, 192)
     deadline = time.monotonic() + 20
-    while _balance(stack) != before - 24 - 12 and time.monotonic() < deadline:
+    while _balance(stack) != before - charged and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _balance(stack) == before - 24 - 12
+    assert _balance(stack) == before - charged
 
 
 def test_a_killed_latent_worker_is_restarted_and_the_job_completes(stack: EmbeddedStack) -> None:
@@ -219,6 +223,6 @@ def test_a_job_that_exhausts_its_deliveries_is_dead_lettered_then_replayed_from_
     restarted = {e.event.stage for e in after if isinstance(e.event, StageStarted)}
     assert restarted == {Stage.BILLING, Stage.DECODE, Stage.MUX}, restarted  # latent's output is reused
     deadline = time.monotonic() + 20
-    while _balance(stack) != before - 12 and time.monotonic() < deadline:
+    while _balance(stack) != before - price_points(SHORT, 256, 192) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert _balance(stack) == before - 12  # refunded once, charged once
+    assert _balance(stack) == before - price_points(SHORT, 256, 192)  # refunded once, charged once

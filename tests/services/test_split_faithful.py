@@ -22,6 +22,7 @@ from pipeline.image import prepare_image
 from pipeline.latents import fps_conditioning
 from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES, build_tiny_svd
 from pipeline.tensors import frames_from_bytes, latents_from_bytes
+from services.billing.seal import seal_from
 from services.bus.publishing import route
 from services.bus.streams import ensure_streams
 from services.decode.app import build_app as build_decode
@@ -43,7 +44,11 @@ async def test_latent_then_decode_over_the_bus_equals_the_one_process_pipeline(
     prepared = prepare_image(HARBOR.read_bytes(), model_size=TINY_DEFAULT_RESOLUTION)
     job = JobSpec(job_id="jfaithful1", account="local", params=params)
     image_ref = object_store.put(artifact_key(job.job_id, 0, "image.png"), prepared.png, "image/png")
-    command = PointsReserved(job=job, image=image_ref, width=prepared.width, height=prepared.height, price=12)
+    # Sealed as billing would: latent runs nothing without it (services/billing/seal.py).
+    seal = seal_from(settings).sign(job, 12)
+    command = PointsReserved(
+        job=job, image=image_ref, width=prepared.width, height=prepared.height, price=12, seal=seal
+    )
 
     latent, decode = build_latent(settings), build_decode(settings)
     await latent.start()

@@ -33,6 +33,7 @@ from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES
 from pipeline.tensors import frames_from_bytes, frames_to_bytes, latents_from_bytes
 from pipeline.video import probe_video
 from services.billing.ledger import SqlLedger, open_ledger
+from services.billing.seal import ReservationSeal
 from services.billing.stage import BillingStage
 from services.bus.faults import JobCancelledError, PermanentError, classify
 from services.decode.stage import DecodeStage
@@ -65,6 +66,7 @@ def spec(job_id: str = "job-stage-1", *, account: str = "alice", **params: objec
 
 
 PRICE = price_points(spec().params, WIDTH, HEIGHT)
+SEAL = ReservationSeal(b"a test billing secret")
 
 
 def recorder() -> tuple[Steps, Callable[[int, int], None]]:
@@ -194,7 +196,7 @@ def test_billing_reserves_the_price_when_the_account_has_enough(ledger: SqlLedge
     job = spec()
     price = PRICE
 
-    result = BillingStage(ledger, MemoryObjectStore()).reserve(prepared_for(job))
+    result = BillingStage(ledger, MemoryObjectStore(), SEAL).reserve(prepared_for(job))
 
     assert isinstance(result, PointsReserved)
     assert result.price == price
@@ -205,14 +207,14 @@ def test_billing_reserves_the_price_when_the_account_has_enough(ledger: SqlLedge
 
 
 def test_billing_reserves_once_for_a_redelivered_command(ledger: SqlLedger) -> None:
-    stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared_for(spec())
+    stage, cmd = BillingStage(ledger, MemoryObjectStore(), SEAL), prepared_for(spec())
     first, second = stage.reserve(cmd), stage.reserve(cmd)
     assert first == second
     assert ledger.balance("alice") == 100 - PRICE
 
 
 def test_billing_rejects_an_account_without_enough_points_and_leaves_it_alone(ledger: SqlLedger) -> None:
-    result = BillingStage(ledger, MemoryObjectStore()).reserve(prepared_for(spec(account="pauper")))
+    result = BillingStage(ledger, MemoryObjectStore(), SEAL).reserve(prepared_for(spec(account="pauper")))
 
     assert isinstance(result, JobRejected)
     assert result.code == "insufficient_points"
@@ -223,13 +225,13 @@ def test_billing_rejects_an_account_without_enough_points_and_leaves_it_alone(le
 
 
 def test_billing_rejects_an_unknown_account(ledger: SqlLedger) -> None:
-    result = BillingStage(ledger, MemoryObjectStore()).reserve(prepared_for(spec(account="nobody")))
+    result = BillingStage(ledger, MemoryObjectStore(), SEAL).reserve(prepared_for(spec(account="nobody")))
     assert isinstance(result, JobRejected)
     assert result.code == "unknown_account"
 
 
 def test_billing_captures_a_completed_job_once(ledger: SqlLedger) -> None:
-    stage, job = BillingStage(ledger, MemoryObjectStore()), spec()
+    stage, job = BillingStage(ledger, MemoryObjectStore(), SEAL), spec()
     reserved = stage.reserve(prepared_for(job))
     assert isinstance(reserved, PointsReserved)
 
@@ -244,7 +246,7 @@ def test_billing_captures_a_completed_job_once(ledger: SqlLedger) -> None:
 
 @pytest.mark.parametrize("kind", ["failed", "cancelled"])
 def test_billing_refunds_a_failed_or_cancelled_job_once(ledger: SqlLedger, kind: str) -> None:
-    stage, job = BillingStage(ledger, MemoryObjectStore()), spec()
+    stage, job = BillingStage(ledger, MemoryObjectStore(), SEAL), spec()
     assert isinstance(stage.reserve(prepared_for(job)), PointsReserved)
     event = (
         JobFailed(job=job, stage=Stage.LATENT, code="internal", reason="boom")
@@ -262,15 +264,18 @@ def test_billing_refunds_a_failed_or_cancelled_job_once(ledger: SqlLedger, kind:
 
 
 def test_billing_does_not_capture_after_a_refund(ledger: SqlLedger) -> None:
-    stage, job = BillingStage(ledger, MemoryObjectStore()), spec()
+    stage, job = BillingStage(ledger, MemoryObjectStore(), SEAL), spec()
     reserved = stage.reserve(prepared_for(job))
     assert isinstance(reserved, PointsReserved)
 
     stage.settle(JobFailed(job=job, stage=Stage.DECODE, code="internal", reason="boom"))
-    stage.settle(completed(job, reserved.price))
+    voided = stage.settle(completed(job, reserved.price))
 
+    assert isinstance(voided, JobFailed) and voided.code == FailureCode.NOT_RESERVED  # a free video is voided
     assert ledger.balance("alice") == 100
-    assert ledger.reconcile() == []
+    assert ledger.reconcile() == [
+        f"job {job.job_id}/0 (account 'alice') completed without a reservation: its reservation was refunded"
+    ]
 
 
 # --- latent, decode, mux on the tiny model ----------------------------------------------------------

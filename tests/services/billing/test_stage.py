@@ -13,10 +13,12 @@ from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from infra.objectstore import MemoryObjectStore
 from services.billing.ledger import SqlLedger, open_ledger
+from services.billing.seal import ReservationSeal
 from services.billing.stage import BillingStage
 from tests.services.job_messages import completed
 
 PRICE = price_points(GenerationParams(duration=2, fps=8), 128, 64)
+SEAL = ReservationSeal(b"a test billing secret")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
@@ -39,7 +41,7 @@ def prepared(generation: int = 0) -> ImagePrepared:
 
 @pytest.mark.parametrize("ending", ["failed", "cancelled"])
 def test_a_redelivery_after_the_refund_forwards_nothing(ledger: SqlLedger, ending: str) -> None:
-    stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared()
+    stage, cmd = BillingStage(ledger, MemoryObjectStore(), SEAL), prepared()
     assert isinstance(stage.reserve(cmd), PointsReserved)
     stage.settle(
         JobFailed(job=cmd.job, stage=Stage.LATENT, code="internal", reason="boom")
@@ -60,7 +62,7 @@ def test_a_redelivery_after_the_refund_forwards_nothing(ledger: SqlLedger, endin
 
 
 def test_a_redelivery_after_the_capture_forwards_nothing(ledger: SqlLedger) -> None:
-    stage, cmd = BillingStage(ledger, MemoryObjectStore()), prepared()
+    stage, cmd = BillingStage(ledger, MemoryObjectStore(), SEAL), prepared()
     assert isinstance(stage.reserve(cmd), PointsReserved)
     stage.settle(completed(cmd.job, PRICE))
 
@@ -70,7 +72,7 @@ def test_a_redelivery_after_the_capture_forwards_nothing(ledger: SqlLedger) -> N
 
 
 def test_the_price_is_for_the_size_ingest_prepared_and_the_steps(ledger: SqlLedger) -> None:
-    stage = BillingStage(ledger, MemoryObjectStore())
+    stage = BillingStage(ledger, MemoryObjectStore(), SEAL)
     small = prepared()
     params = small.job.params.model_copy(update={"steps": 50})
     large = small.model_copy(update={"job": small.job.model_copy(update={"job_id": "job-large", "params": params})})
@@ -90,7 +92,7 @@ def test_a_video_past_the_size_cap_is_rejected_before_any_reserve(ledger: SqlLed
     # The model's size fitted to a picture can be larger than any resolution a client could ask for.
     huge = cmd.model_copy(update={"job": cmd.job.model_copy(update={"params": params}), "width": 2048, "height": 1536})
 
-    result = BillingStage(ledger, MemoryObjectStore()).reserve(huge)
+    result = BillingStage(ledger, MemoryObjectStore(), SEAL).reserve(huge)
 
     assert isinstance(result, JobRejected) and result.code == FailureCode.VIDEO_TOO_LARGE
     assert "at most 56 frames" in result.reason

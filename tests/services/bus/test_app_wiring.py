@@ -67,7 +67,9 @@ async def billing(tmp_path: Path) -> AsyncIterator[Billing]:
     ledger.create_account("rich", 3 * PRICE)
     store = MemoryObjectStore()
     # Nothing listens there: the in-memory broker never connects, and building the app connects nothing.
-    settings = Settings(nats_url="nats://127.0.0.1:9", s3_endpoint="http://127.0.0.1:9")
+    settings = Settings(
+        nats_url="nats://127.0.0.1:9", s3_endpoint="http://127.0.0.1:9", billing_secret="the wiring test secret"
+    )
     app = build_app(settings, ledger=ledger, store=store)
     outbox = Outbox()
     broker = app.broker
