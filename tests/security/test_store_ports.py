@@ -88,7 +88,7 @@ def test_the_data_on_disk_is_the_owners_only(seaweed: SeaweedS3, object_store: S
     assert stat.S_IMODE(seaweed.state_dir.stat().st_mode) == 0o700
 
 
-@pytest.mark.parametrize("port", ["master.grpc", "volume.grpc", "filer.grpc", "s3.grpc"])
+@pytest.mark.parametrize("port", ["master.grpc", "volume.grpc", "filer.grpc", "s3.grpc", "admin.grpc"])
 def test_the_grpc_ports_refuse_a_client_without_the_launchs_certificate(seaweed: SeaweedS3, port: str) -> None:
     """Volume gRPC copies whole volume files and filer gRPC lists and edits entries: mutual TLS only."""
     context = ssl.create_default_context(cafile=str(seaweed.state_dir / "tls" / "ca.crt"))
