@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     nats_password: str = Field("", repr=False, description="password of I2V_NATS_USER")
     nats_inbox_prefix: str = Field(
         "",
-        description="prefix of this process's reply subjects; default _INBOX_<I2V_NATS_USER>, which its permissions allow",
+        description="prefix of its reply subjects; default _INBOX_<I2V_NATS_USER>, which its permissions allow",
     )
     s3_endpoint: str = Field("", description="S3 API endpoint, e.g. http://127.0.0.1:8333")
     s3_access_key: str = ""
