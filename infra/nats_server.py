@@ -22,6 +22,10 @@ def find_nats_server_binary() -> Path:
     return find_wheel_binary(_BINARY, _WHEEL, NatsServerError)
 
 
+_LOG_ROTATION = "logfile_size_limit: 10MB\nlogfile_max_num: 3\n"
+"""nats-server rotates its own log at 10 MB to timestamped files beside it, keeping the newest three."""
+
+
 class NatsServer(ManagedProcess):
     """One nats-server with JetStream (file storage under ``state_dir``), listening on loopback only.
 
@@ -72,12 +76,11 @@ class NatsServer(ManagedProcess):
 
     def _prepare(self) -> None:
         super()._prepare()
-        if self._config:
-            partial = self.config_path.with_name(f".{self.config_path.name}.{os.getpid()}")
-            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(self._config)
-            os.replace(partial, self.config_path)
+        partial = self.config_path.with_name(f".{self.config_path.name}.{os.getpid()}")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(_LOG_ROTATION + self._config)
+        os.replace(partial, self.config_path)
 
     def _plan_launch(self, binary: Path, pick_port: bool) -> Launch:
         candidates = free_ports(2, self.host)
@@ -92,7 +95,9 @@ class NatsServer(ManagedProcess):
             "--http_port", str(self._monitor_port),
             "--jetstream",
             "--store_dir", str(self.state_dir),
-            *(("--config", str(self.config_path)) if self._config else ()),
+            # nats-server writes and rotates its own log (its output to stdout stays empty then).
+            "--log", str(self.log_path),
+            "--config", str(self.config_path),
         ]  # fmt: skip
         health = f"http://{self.host}:{self._monitor_port}/healthz?js-enabled-only=true"
         return Launch(command, functools.partial(_healthy, health))

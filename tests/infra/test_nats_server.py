@@ -143,3 +143,11 @@ def test_missing_binary_is_named(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-nats-server"
     with pytest.raises(NatsServerError, match="no-such-nats-server"):
         NatsServer(tmp_path, binary=missing).start()
+
+
+def test_the_server_rotates_its_own_log(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:
+        config = server.config_path.read_text()
+        assert "logfile_size_limit: 10MB" in config and "logfile_max_num: 3" in config
+        assert server.config_path.stat().st_mode & 0o777 == 0o600
+        assert "Server is ready" in server.log_path.read_text()
