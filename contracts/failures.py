@@ -24,6 +24,8 @@ class FailureCode(StrEnum):
     BAD_REPLAY = "bad_replay"
     VIDEO_TOO_LARGE = "video_too_large"
     NOT_RESERVED = "not_reserved"
+    RIFE_UNAVAILABLE = "rife_unavailable"
+    FORMAT_UNAVAILABLE = "format_unavailable"
     # What a stage made does not match what was asked.
     FRAME_COUNT = "frame_count"
     MUX_MISMATCH = "mux_mismatch"

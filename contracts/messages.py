@@ -104,6 +104,8 @@ class FramesReady(Contract):
     height: int
     price: int
     seal: str = Field("", description="billing's HMAC over the job and price; latent, decode and mux check it")
+    camera_words: tuple[str, ...] = Field((), description="the motion prompt's camera move in English words")
+    camera_unknown: tuple[str, ...] = Field((), description="words of the motion prompt not understood")
 
 
 # --- events (ride the events stream; the job's history) ------------------------------------------
@@ -169,6 +171,10 @@ class JobCompleted(Contract):
     width: int
     height: int
     price: int
+    camera_words: tuple[str, ...] = Field((), description="the motion prompt's camera move in English words")
+    camera_unknown: tuple[str, ...] = Field((), description="words of the motion prompt not understood")
+    format: str = Field("mp4", description="the video's format: mp4, webm, gif, webp or av1")
+    content_type: str = Field("video/mp4", description="the video's media type")
 
 
 class JobFailed(Contract):

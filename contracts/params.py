@@ -1,7 +1,7 @@
 """What a user asks for: the generation parameters, validated with errors that name the field."""
 
 import secrets
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -31,6 +31,16 @@ class Resolution(BaseModel):
         return f"{self.width}x{self.height}"
 
 
+Interpolator = Literal["dis", "rife"]
+"""How frames between SVD's native ones are made: ``dis`` (classical optical flow, no weights) or ``rife``
+(the deployment's RIFE weights, ``I2V_RIFE_WEIGHTS``; clients never name a path)."""
+LoopMode = Literal["none", "pingpong", "crossfade"]
+VideoFormatName = Literal["mp4", "webm", "gif", "webp", "av1"]
+QualityName = Literal["low", "medium", "high"]
+MIN_FPS_CONDITIONING, MAX_FPS_CONDITIONING = 1, 30
+"""Range of the fps SVD may be told its frames are apart (SVD was trained on 3 to 30 fps)."""
+
+
 class GenerationParams(BaseModel):
     """The knobs of one job. ``seed=-1`` means random until :meth:`with_resolved_seed` picks one."""
 
@@ -49,6 +59,22 @@ class GenerationParams(BaseModel):
     seed: Annotated[int, Field(ge=-1, le=MAX_SEED, description="-1 picks a random seed")] = -1
     model: Annotated[str, Field(min_length=1, max_length=500)] = "tiny"
     resolution: Resolution | None = None
+    interpolator: Annotated[Interpolator, Field(description="dis (optical flow) or rife (server's weights)")] = "dis"
+    loop: Annotated[LoopMode, Field(description="none, pingpong or crossfade; keeps duration x fps frames")] = "none"
+    format: Annotated[VideoFormatName, Field(description="mp4 (H.264), webm (VP9), gif, webp or av1")] = "mp4"
+    quality: Annotated[QualityName, Field(description="low, medium or high: CRF or palette per format")] = "high"
+    stabilize: Annotated[bool, Field(description="smooth the generated motion (Kalman) before the camera")] = False
+    min_cfg: Annotated[
+        float, Field(ge=1.0, le=5.0, description="guidance on the first frame; ramps to cfg_scale on the last")
+    ] = 1.0
+    fps_conditioning: Annotated[
+        int | None,
+        Field(
+            ge=MIN_FPS_CONDITIONING,
+            le=MAX_FPS_CONDITIONING,
+            description="fps SVD is conditioned on; default: its native frames spread over the duration",
+        ),
+    ] = None
 
     @field_validator("motion_prompt")
     @classmethod
@@ -64,6 +90,14 @@ class GenerationParams(BaseModel):
         duration, fps = info.data.get("duration"), info.data.get("fps")
         if value is not None and isinstance(duration, int) and isinstance(fps, int):
             check_video_size(value.width, value.height, duration * fps)
+        return value
+
+    @field_validator("min_cfg")
+    @classmethod
+    def _ramp_rises(cls, value: float, info: ValidationInfo) -> float:
+        cfg = info.data.get("cfg_scale")
+        if isinstance(cfg, float | int) and value > cfg:
+            raise ValueError(f"min_cfg ({value:g}) must not exceed cfg_scale ({cfg:g}): the ramp rises to cfg_scale")
         return value
 
     @property

@@ -8,6 +8,10 @@ One point buys 2,457,600 pixel-frame-steps: 50 steps of one 256x192 frame. A def
 8 fps, 25 steps) costs 24 points on ``tiny`` and 200 at 1024x576. Billing charges this for the size
 ingest prepared; the quote (``GET /v1/quote``), the page's button and the gateway's balance check
 price the requested resolution, else the model's size.
+
+The ``still`` model runs no diffusion: the formula stays, with ``steps`` counted as 1 whatever the job
+says (the camera warp, interpolation and encoding of each frame are about one step's worth of work at
+most), so a default 4 s, 8 fps still clip at 1024x576 costs 8 + ceil(589,824 · 32 / 2,457,600) = 16 points.
 """
 
 import math
@@ -19,6 +23,9 @@ BASE_POINTS = 8
 WORK_PER_POINT = 256 * 192 * 50
 """Pixel-frame-steps one point buys: 50 denoising steps of one 256x192 frame (2,457,600)."""
 
+STILL_MODEL = "still"
+"""The model without diffusion (``pipeline.model_catalog.STILL``): priced as one step per frame."""
+
 PRICE_FORMULA = "8 + ceil(width · height · duration · fps · steps / 2,457,600) points"
 """The formula in words, for API descriptions and messages."""
 
@@ -27,7 +34,8 @@ def price_points(params: GenerationParams, width: int, height: int) -> int:
     """Points a job with ``params`` costs when its video is ``width`` x ``height``: see :data:`PRICE_FORMULA`."""
     if width <= 0 or height <= 0:
         raise ValueError(f"a video size is positive, got {width}x{height}")
-    work = width * height * params.frame_count * params.steps
+    steps = 1 if params.model == STILL_MODEL else params.steps
+    work = width * height * params.frame_count * steps
     return BASE_POINTS + math.ceil(work / WORK_PER_POINT)
 
 

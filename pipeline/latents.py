@@ -86,6 +86,7 @@ def generate_latents(
     fps_cond: int,
     seed: int,
     on_step: StepCallback | None = None,
+    min_cfg: float = 1.0,
 ) -> torch.Tensor:
     """Denoise SVD latents for ``image``; returns CPU float32 of shape (1, num_frames, 4, height/8, width/8).
 
@@ -107,6 +108,8 @@ def generate_latents(
         fps_cond=fps_cond,
         seed=seed,
     )
+    if not 1.0 <= min_cfg <= cfg_scale:
+        raise ValueError(f"min_cfg must be in [1.0, cfg_scale={cfg_scale}], got {min_cfg}")
 
     def step_end(
         _pipe: StableVideoDiffusionPipeline, step_index: int, _timestep: Any, tensors: dict[str, Any]
@@ -123,7 +126,7 @@ def generate_latents(
         width=width,
         num_frames=num_frames,
         num_inference_steps=steps,
-        min_guidance_scale=1.0,
+        min_guidance_scale=min_cfg,
         max_guidance_scale=cfg_scale,
         fps=fps_cond,
         motion_bucket_id=motion_bucket_id,

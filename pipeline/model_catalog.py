@@ -12,6 +12,12 @@ from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
 TINY = "tiny"
+STILL = "still"
+"""No diffusion: every native frame is the prepared picture itself, moved only by the camera, stabilise,
+loops and formats (a Ken Burns clip, in seconds, with no weights). The latent stage stores the picture's
+frames where latents would go and the decode stage skips the VAE."""
+STILL_NATIVE_FRAMES = 2
+"""Native frames of the still model: two copies of the picture, so interpolation has one (still) pair."""
 TINY_DEFAULT_RESOLUTION: tuple[int, int] = (256, 192)
 """(width, height) the tiny model runs at by default: landscape like SVD's 1024x576, small enough for 2 CPU cores."""
 TINY_NATIVE_FRAMES = 8
@@ -19,7 +25,7 @@ TINY_NATIVE_FRAMES = 8
 REAL_DEFAULT_RESOLUTION: tuple[int, int] = (1024, 576)
 """(width, height) SVD and SVD-XT were trained at."""
 
-ModelKind = Literal["tiny", "folder", "hub"]
+ModelKind = Literal["tiny", "still", "folder", "hub"]
 
 
 class ModelNotFoundError(Exception):
@@ -46,7 +52,7 @@ class ModelDefaults:
 
 def _not_found(name: str, why: str) -> ModelNotFoundError:
     return ModelNotFoundError(
-        f"model {name!r} not found ({why}): --model / I2V_MODEL must be 'tiny', a local diffusers SVD folder "
+        f"model {name!r} not found ({why}): --model / I2V_MODEL must be 'tiny', 'still', a local diffusers SVD folder "
         "(with model_index.json) or a hub id already in the local Hugging Face cache"
     )
 
@@ -58,6 +64,8 @@ def resolve_model(name: str, *, hf_cache: Path | None = None) -> ResolvedModel:
     """
     if name == TINY:
         return ResolvedModel(name=name, kind="tiny", path=None)
+    if name == STILL:
+        return ResolvedModel(name=name, kind="still", path=None)
     folder = Path(name).expanduser()
     if folder.is_dir():
         if not (folder / "model_index.json").is_file():
@@ -75,9 +83,17 @@ def resolve_model(name: str, *, hf_cache: Path | None = None) -> ResolvedModel:
     return ResolvedModel(name=name, kind="hub", path=path)
 
 
+def is_still(name: str) -> bool:
+    """Whether ``name`` is the :data:`STILL` model (no diffusion, no weights)."""
+    return name == STILL
+
+
 def model_defaults(name: str) -> ModelDefaults:
     """Default width, height and native frame count of model ``name``, read from config files only."""
     resolved = resolve_model(name)
+    if resolved.kind == "still":
+        width, height = REAL_DEFAULT_RESOLUTION
+        return ModelDefaults(width=width, height=height, native_frames=STILL_NATIVE_FRAMES)
     if resolved.path is None:
         width, height = TINY_DEFAULT_RESOLUTION
         return ModelDefaults(width=width, height=height, native_frames=TINY_NATIVE_FRAMES)

@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     model: str = Field("tiny", description="tiny, a local diffusers SVD folder, or a hub id in the local cache")
     device: str | None = Field(None, description="cpu or cuda; default cuda when present")
     state_dir: Path = Path(".i2v")
+    rife_weights: Path | None = Field(
+        None,
+        description="RIFE flownet.pkl (or its folder) for jobs asking interpolator 'rife'; unset refuses them",
+    )
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at once; bounds memory")
     max_deliver: int = Field(5, ge=1, description="deliveries before a command is dead-lettered")
     ack_wait_s: float = Field(30.0, gt=0, description="redelivery deadline without a heartbeat")

@@ -18,7 +18,11 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("decode", settings)
     the_store = kit.deferred(lambda: store or object_store_from(settings))
-    stage = kit.deferred(lambda: DecodeStage(the_store(), settings.device, settings.decode_chunk_size))
+    stage = kit.deferred(
+        lambda: DecodeStage(
+            the_store(), settings.device, settings.decode_chunk_size, rife_weights=settings.rife_weights
+        )
+    )
     runner = kit.deferred(lambda: kit.runner(Stage.DECODE, the_store()))
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))

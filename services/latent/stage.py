@@ -24,7 +24,10 @@ class LatentStage:
 
     def warm_up(self, model: str) -> None:
         """Load the model before consuming, so the first job does not pay for it."""
-        self._pipeline(model)
+        from pipeline.model_catalog import is_still
+
+        if not is_still(model):
+            self._pipeline(model)
 
     def _pipeline(self, model: str):  # type: ignore[no-untyped-def]
         from pipeline.models import ModelNotFoundError, load_pipeline, pick_device
@@ -36,11 +39,12 @@ class LatentStage:
             raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
 
     def run(self, cmd: PointsReserved, progress: Progress) -> LatentsReady:
+        import numpy as np
         from PIL import Image
 
         from pipeline.latents import fps_conditioning, generate_latents
-        from pipeline.model_catalog import model_defaults
-        from pipeline.tensors import latents_to_bytes
+        from pipeline.model_catalog import is_still, model_defaults
+        from pipeline.tensors import frames_to_bytes, latents_to_bytes
         from services.bus.faults import JobCancelledError
 
         job = cmd.job
@@ -63,6 +67,22 @@ class LatentStage:
             )
         # 2. Inputs, verified against the reference.
         image = Image.open(io.BytesIO(self._store.get(cmd.image))).convert("RGB")
+        if is_still(params.model):
+            # The still model: no diffusion. Its "latents" are the prepared picture's native frames,
+            # which the decode stage reads instead of running the VAE.
+            pixels = np.asarray(image, dtype=np.uint8)
+            frames = np.repeat(pixels[None], native_frames, axis=0)
+            progress(params.steps, params.steps)
+            ref = self._store.put(key, frames_to_bytes(frames), LATENTS_CONTENT_TYPE)
+            return LatentsReady(
+                job=job,
+                latents=ref,
+                native_frames=native_frames,
+                width=cmd.width,
+                height=cmd.height,
+                price=cmd.price,
+                seal=cmd.seal,
+            )
         pipe = self._pipeline(params.model)
 
         def on_step(step: int, total: int) -> None:
@@ -83,9 +103,10 @@ class LatentStage:
             cfg_scale=params.cfg_scale,
             motion_bucket_id=params.motion_bucket_id,
             augmentation_level=params.augmentation_level,
-            fps_cond=fps_conditioning(native_frames, params.duration),
+            fps_cond=params.fps_conditioning or fps_conditioning(native_frames, params.duration),
             seed=params.seed,
             on_step=on_step,
+            min_cfg=params.min_cfg,
         )
         data = latents_to_bytes(latents, {"job_id": job.job_id, "seed": str(params.seed), "model": params.model})
         ref = self._store.put(key, data, LATENTS_CONTENT_TYPE)

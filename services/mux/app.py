@@ -23,7 +23,7 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))
 
-    @kit.work_subscriber(Stage.MUX, description="Encode H.264 MP4 with faststart and a poster")
+    @kit.work_subscriber(Stage.MUX, description="Encode the video (job's format and quality) and a poster")
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
         await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
 

@@ -1,4 +1,7 @@
-"""The mux stage: frames in, MP4 and poster out, checked by decoding the result. No NATS here."""
+"""The mux stage: frames in, the video (the job's format and quality) and poster out, checked by decoding
+the result. No NATS here."""
+
+import json
 
 from contracts.failures import FailureCode
 from contracts.keys import artifact_key
@@ -8,32 +11,58 @@ from services.bus.faults import PermanentError
 from services.bus.ports import Progress
 
 
+def video_metadata(cmd: FramesReady) -> dict[str, str]:
+    """What the file records about its making: the job, the parameters (seed included) and the camera."""
+    job = cmd.job
+    return {
+        "job_id": job.job_id,
+        "seed": str(job.params.seed),
+        "params": json.dumps(job.params.model_dump(mode="json"), sort_keys=True, separators=(",", ":")),
+        "camera": " ".join(cmd.camera_words),
+        "software": "i2v",
+    }
+
+
 class MuxStage:
     def __init__(self, store: ObjectStore) -> None:
         self._store = store
 
     def run(self, cmd: FramesReady, progress: Progress) -> JobCompleted:
         from pipeline.tensors import frames_from_bytes
-        from pipeline.video import encode_mp4, make_poster, probe_video
+        from pipeline.video import (
+            FormatUnavailable,
+            content_type_of_format,
+            encode_video,
+            extension_of_format,
+            make_poster,
+            probe_video,
+            video_mismatch,
+        )
 
         job = cmd.job
-        fps = job.params.fps
+        params = job.params
+        fps = params.fps
         frames = frames_from_bytes(self._store.get(cmd.frames))
         if frames.shape[0] != cmd.frame_count:
             raise PermanentError(
                 FailureCode.FRAME_COUNT,
                 f"frames object holds {frames.shape[0]} frames; the command says {cmd.frame_count}",
             )
-        video = encode_mp4(frames, fps)
+        try:
+            video = encode_video(
+                frames, fps, format=params.format, quality=params.quality, metadata=video_metadata(cmd)
+            )
+        except FormatUnavailable as exc:
+            raise PermanentError(FailureCode.FORMAT_UNAVAILABLE, str(exc)) from exc
         info = probe_video(video)
         # Deliver exactly what was asked: a video that decodes to another count or rate is a bug, not a result.
-        if info.frame_count != cmd.frame_count or info.fps != fps:
-            raise PermanentError(
-                FailureCode.MUX_MISMATCH,
-                f"encoded {info.frame_count} frames at {info.fps} fps; asked {cmd.frame_count} at {fps}",
-            )
+        mismatch = video_mismatch(info, frame_count=cmd.frame_count, fps=fps)
+        if mismatch is not None:
+            raise PermanentError(FailureCode.MUX_MISMATCH, f"{params.format}: {mismatch}")
         progress(1, 2)
-        video_ref = self._store.put(artifact_key(job.job_id, job.generation, "video.mp4"), video, "video/mp4")
+        content_type = content_type_of_format(params.format)
+        name = "video" + extension_of_format(params.format)
+        video_ref = self._store.put(artifact_key(job.job_id, job.generation, name), video, content_type)
         poster_ref = self._store.put(
             artifact_key(job.job_id, job.generation, "poster.jpg"), make_poster(frames[0]), "image/jpeg"
         )
@@ -48,4 +77,8 @@ class MuxStage:
             width=info.width,
             height=info.height,
             price=cmd.price,
+            camera_words=cmd.camera_words,
+            camera_unknown=cmd.camera_unknown,
+            format=params.format,
+            content_type=content_type,
         )

@@ -181,3 +181,40 @@ def test_failure_codes_on_the_wire_are_plain_strings() -> None:
     assert json.loads(failed.model_dump_json())["code"] == "mux_mismatch"
     assert parse_event(failed.model_dump_json().encode()) == failed
     assert is_terminal(failed) and "JobFailed" in TERMINAL_TYPES
+
+
+# --- the video options of issue 9 -------------------------------------------------------------------
+
+
+def test_video_options_default_to_todays_behaviour() -> None:
+    params = GenerationParams()
+    assert (params.interpolator, params.loop, params.format, params.quality) == ("dis", "none", "mp4", "high")
+    assert (params.stabilize, params.min_cfg, params.fps_conditioning) == (False, 1.0, None)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"interpolator": "flowframes"}, "interpolator"),
+        ({"loop": "boomerang"}, "loop"),
+        ({"format": "mov"}, "format"),
+        ({"quality": "ultra"}, "quality"),
+        ({"min_cfg": 0.5}, "min_cfg"),
+        ({"cfg_scale": 2.0, "min_cfg": 2.5}, "min_cfg"),
+        ({"fps_conditioning": 0}, "fps_conditioning"),
+        ({"fps_conditioning": 31}, "fps_conditioning"),
+        ({"stabilize": "maybe"}, "stabilize"),
+    ],
+)
+def test_video_options_are_validated_naming_the_field(values: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        GenerationParams.model_validate(values)
+    assert raised.value.errors()[0]["loc"][0] == field
+
+
+def test_the_still_model_is_priced_as_one_step_per_frame() -> None:
+    from contracts.pricing import price_points
+
+    still = GenerationParams(model="still", steps=25)
+    assert price_points(still, 1024, 576) == 16
+    assert price_points(still.model_copy(update={"model": "tiny"}), 1024, 576) == 200

@@ -22,7 +22,8 @@ def diffusers_reference(
         height=knobs["height"],
         num_frames=knobs["num_frames"],
         num_inference_steps=knobs["steps"],
-        min_guidance_scale=1.0,  # diffusers ramps guidance from here to cfg_scale, as generate_latents does
+        # diffusers ramps guidance from here to cfg_scale, as generate_latents does (1.0 unless min_cfg is given)
+        min_guidance_scale=knobs.get("min_cfg", 1.0),
         max_guidance_scale=knobs["cfg_scale"],
         motion_bucket_id=knobs["motion_bucket_id"],
         noise_aug_strength=knobs["augmentation_level"],

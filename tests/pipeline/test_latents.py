@@ -75,6 +75,21 @@ def test_latents_equal_the_diffusers_pipeline(pipe: StableVideoDiffusionPipeline
     assert torch.equal(ours, theirs)
 
 
+def test_min_cfg_is_the_start_of_diffusers_guidance_ramp(
+    pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image
+) -> None:
+    knobs = params(steps=1, min_cfg=1.8)
+    assert torch.equal(
+        generate_latents(pipe, image, **knobs), diffusers_reference(pipe, image, knobs, output_type="latent")
+    )
+    # The default is SVD's own ramp from 1: passing 1.0 changes nothing, bit for bit.
+    assert torch.equal(
+        generate_latents(pipe, image, **params(steps=1)), generate_latents(pipe, image, **params(steps=1, min_cfg=1.0))
+    )
+    with pytest.raises(ValueError, match="min_cfg"):
+        generate_latents(pipe, image, **params(steps=1, min_cfg=3.0))
+
+
 def test_seed_decides_the_latents(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image) -> None:
     torch.manual_seed(0)
     first = generate_latents(pipe, image, **params(steps=2))
@@ -87,7 +102,14 @@ def test_seed_decides_the_latents(pipe: StableVideoDiffusionPipeline, image: PIL
 
 def test_every_knob_reaches_the_model(pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image) -> None:
     base = generate_latents(pipe, image, **params(steps=1))
-    for knob in ({"cfg_scale": 1.0}, {"motion_bucket_id": 200}, {"augmentation_level": 0.5}, {"fps_cond": 7}):
+    knobs = (
+        {"cfg_scale": 1.0},
+        {"motion_bucket_id": 200},
+        {"augmentation_level": 0.5},
+        {"fps_cond": 7},
+        {"min_cfg": 2.0},
+    )
+    for knob in knobs:
         changed = generate_latents(pipe, image, **params(steps=1, **knob))
         assert not torch.allclose(base, changed), knob
 

@@ -1,7 +1,7 @@
 """Each stage's logic on its own: in-memory object store, a real SQLite ledger, the tiny model. No servers."""
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from fractions import Fraction
 from pathlib import Path
 
@@ -431,6 +431,194 @@ def test_mux_refuses_frames_that_disagree_with_the_command(claimed: int) -> None
 
     assert raised.value.code == "frame_count"
     assert len(store.puts) == puts_before
+
+
+# --- the job's video options: interpolator, loop, camera, stabilize, format, knobs, the still model ---
+
+
+def spec_with(job_id: str, params: Mapping[str, object]) -> JobSpec:
+    values = {**spec().params.model_dump(), **params}
+    return JobSpec(job_id=job_id, account="alice", params=GenerationParams.model_validate(values))
+
+
+def decoded_with(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int], job_id: str, **params: object
+) -> tuple[FramesReady, np.ndarray]:
+    """Decode the shared latents as job ``job_id`` asking ``params``; the frames it stored."""
+    store, ready, _, _ = latents_ready
+    job = spec_with(job_id, params)
+    result = DecodeStage(store, "cpu", chunk_size=3).run(ready.model_copy(update={"job": job}), recorder()[1])
+    return result, frames_from_bytes(store.get(result.frames))
+
+
+def native_of(latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int]) -> np.ndarray:
+    """The shared latents' native frames, decoded as the decode stage did before it had options."""
+    from pipeline.decode import decode_latents, frames_to_uint8
+    from pipeline.models import load_vae, pick_device
+
+    store, ready, _, _ = latents_ready
+    latents, _ = latents_from_bytes(store.get(ready.latents))
+    vae = load_vae("tiny", *pick_device("cpu"))
+    return frames_to_uint8(decode_latents(vae, latents, num_frames=TINY_NATIVE_FRAMES, chunk_size=3))
+
+
+def test_decode_by_default_is_the_vae_decode_interpolated_as_before(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    from pipeline.interpolate import interpolate_to_count
+
+    result, frames = decoded_with(latents_ready, "job-default-opts")
+    native = native_of(latents_ready)
+    assert np.array_equal(frames, interpolate_to_count(native, 24))
+    assert (result.camera_words, result.camera_unknown) == (("static",), ())
+
+
+def test_decode_moves_the_camera_after_interpolation_and_records_the_words(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    from pipeline.camera import apply_camera, camera_path, parse_motion_prompt
+
+    _, plain = decoded_with(latents_ready, "job-no-prompt")
+    result, zoomed = decoded_with(latents_ready, "job-zoom", motion_prompt="slow zoom in, wobble 缓慢推进")
+
+    assert result.camera_words == ("slow", "zoom", "in", "slow", "dolly", "in")
+    assert result.camera_unknown == ("wobble",)
+    # Same seed: the prompted run is the unprompted run warped by the recorded path.
+    path = camera_path(parse_motion_prompt("slow zoom in, wobble 缓慢推进"), 24)
+    assert np.array_equal(zoomed, apply_camera(plain, path))
+    assert path.scale[-1] > path.scale[0]
+
+
+def test_decode_pingpong_loop_mirrors_and_keeps_the_frame_count(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    result, frames = decoded_with(latents_ready, "job-pingpong", loop="pingpong")
+    assert frames.shape[0] == result.frame_count == 24
+    for k in range(1, 24):
+        assert np.array_equal(frames[k], frames[24 - k]), k
+
+
+def test_decode_stabilize_and_crossfade_keep_exactly_duration_times_fps(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    _, frames = decoded_with(latents_ready, "job-stab", stabilize=True, loop="crossfade", motion_prompt="pan left")
+    assert frames.shape == (24, HEIGHT, WIDTH, 3)
+
+
+def test_decode_refuses_rife_without_configured_weights_in_one_line(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    store, ready, _, _ = latents_ready
+    cmd = ready.model_copy(update={"job": spec("job-rife-none", interpolator="rife")})
+    with pytest.raises(PermanentError) as raised:
+        DecodeStage(store, "cpu", chunk_size=3).run(cmd, recorder()[1])
+    assert raised.value.code == FailureCode.RIFE_UNAVAILABLE
+    assert "I2V_RIFE_WEIGHTS" in str(raised.value) and "\n" not in str(raised.value)
+    assert store.head(artifact_key("job-rife-none", 0, "frames.safetensors")) is None
+
+    missing = Path(__file__).parent / "no-such-flownet.pkl"
+    with pytest.raises(PermanentError) as raised:
+        DecodeStage(store, "cpu", chunk_size=3, rife_weights=missing).run(cmd, recorder()[1])
+    assert raised.value.code == FailureCode.RIFE_UNAVAILABLE
+    assert "no-such-flownet.pkl" in str(raised.value)
+
+
+def test_decode_interpolates_with_the_deployments_rife_weights(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int], tmp_path: Path
+) -> None:
+    import torch
+
+    from pipeline.rife import WEIGHTS_FILE, load_rife, rife_to_count
+    from tests.pipeline.test_rife import published_shapes, random_state
+
+    torch.save(random_state(published_shapes()), tmp_path / WEIGHTS_FILE)
+    store, ready, _, _ = latents_ready
+    cmd = ready.model_copy(update={"job": spec("job-rife", interpolator="rife")})
+    result = DecodeStage(store, "cpu", chunk_size=3, rife_weights=tmp_path).run(cmd, recorder()[1])
+    frames = frames_from_bytes(store.get(result.frames))
+    assert frames.shape == (24, HEIGHT, WIDTH, 3)
+    assert np.array_equal(frames, rife_to_count(native_of(latents_ready), 24, load_rife(tmp_path, "cpu")))
+
+
+def test_latent_min_cfg_and_fps_conditioning_reach_the_model(
+    latents_ready: tuple[MemoryObjectStore, LatentsReady, Steps, int],
+) -> None:
+    import torch
+
+    store, default, _, _ = latents_ready
+    base, _ = latents_from_bytes(store.get(default.latents))
+    for job_id, knob in (("job-min-cfg", {"min_cfg": 2.0}), ("job-fps-cond", {"fps_conditioning": 20})):
+        job = spec_with(job_id, knob)
+        ready = LatentStage(store, "cpu", CancelAfter(None).is_cancelled).run(reserved_for(store, job), recorder()[1])
+        changed, _ = latents_from_bytes(store.get(ready.latents))
+        assert not torch.allclose(base, changed), knob
+    # Explicit defaults (min_cfg 1, fps conditioning as computed: 8 frames over 2 s = 4) are today's latents.
+    job = spec("job-explicit-defaults", min_cfg=1.0, fps_conditioning=4)
+    ready = LatentStage(store, "cpu", CancelAfter(None).is_cancelled).run(reserved_for(store, job), recorder()[1])
+    assert torch.equal(base, latents_from_bytes(store.get(ready.latents))[0])
+
+
+def muxed(params: dict[str, object], frames: np.ndarray) -> tuple[MemoryObjectStore, JobCompleted]:
+    store = MemoryObjectStore()
+    job = spec_with("job-mux-format", params)
+    ref = store.put(artifact_key(job.job_id, 0, "frames.safetensors"), frames_to_bytes(frames), "x/y")
+    cmd = FramesReady(
+        job=job,
+        frames=ref,
+        frame_count=frames.shape[0],
+        native_frames=TINY_NATIVE_FRAMES,
+        width=WIDTH,
+        height=HEIGHT,
+        price=PRICE,
+        camera_words=("slow", "zoom", "in"),
+        camera_unknown=("wobble",),
+    )
+    return store, MuxStage(store).run(cmd, recorder()[1])
+
+
+@pytest.mark.parametrize(
+    ("fmt", "codec", "name", "content_type"),
+    [
+        ("webm", "vp9", "video.webm", "video/webm"),
+        ("gif", "gif", "video.gif", "image/gif"),
+        ("webp", "webp", "video.webp", "image/webp"),
+        ("mp4", "h264", "video.mp4", "video/mp4"),
+    ],
+)
+def test_mux_writes_the_jobs_format_with_its_parameters_and_seed_inside(
+    fmt: str, codec: str, name: str, content_type: str
+) -> None:
+    store, done = muxed({"format": fmt, "quality": "medium"}, moving_frames(24))
+
+    assert done.video.key == artifact_key("job-mux-format", 0, name)
+    assert (done.video.content_type, done.content_type, done.format) == (content_type, content_type, fmt)
+    info = probe_video(store.get(done.video))
+    assert (info.codec, info.frame_count, info.width, info.height) == (codec, 24, WIDTH, HEIGHT)
+    assert info.metadata["seed"] == "7"
+    assert GenerationParams.model_validate_json(info.metadata["params"]) == spec().params.model_copy(
+        update={"format": fmt, "quality": "medium"}
+    )
+    assert (done.camera_words, done.camera_unknown) == (("slow", "zoom", "in"), ("wobble",))
+    assert done.poster.content_type == "image/jpeg"
+
+
+def test_the_still_model_makes_a_camera_move_of_the_picture_itself() -> None:
+    from pipeline.camera import apply_camera, camera_path, parse_motion_prompt
+    from pipeline.model_catalog import STILL_NATIVE_FRAMES
+
+    store = MemoryObjectStore()
+    job = spec("job-still", model="still", motion_prompt="slow zoom in, pan left", format="gif")
+    reserved = reserved_for(store, job)
+    picture = np.asarray(Image.open(io.BytesIO(store.get(reserved.image))))
+    ready = LatentStage(store, "cpu", CancelAfter(None).is_cancelled).run(reserved, recorder()[1])
+    assert ready.native_frames == STILL_NATIVE_FRAMES
+    framed = DecodeStage(store, "cpu", chunk_size=3).run(ready, recorder()[1])
+    frames = frames_from_bytes(store.get(framed.frames))
+    still = np.repeat(picture[None], 24, axis=0)
+    assert np.array_equal(frames, apply_camera(still, camera_path(parse_motion_prompt(job.params.motion_prompt), 24)))
+    done = MuxStage(store).run(framed, recorder()[1])
+    assert probe_video(store.get(done.video)).frame_count == 24
+    assert done.camera_words == ("slow", "zoom", "in", "slow", "pan", "left")
 
 
 # --- store failures ---------------------------------------------------------------------------------
