@@ -1,4 +1,4 @@
-"""``i2v generate``: one picture to one MP4 through the whole pipeline, with live progress."""
+"""``i2v generate``: one picture to one video through the whole pipeline, with live progress."""
 
 import asyncio
 import sys
@@ -220,9 +220,14 @@ def _report(
     print(f"job       {job.job_id}")
     print(f"price     {outcome.price} points")
     print(f"seed      {job.params.seed}")
+    if job.params.motion_prompt:
+        unknown = f"  (not understood: {' '.join(outcome.camera_unknown)})" if outcome.camera_unknown else ""
+        words = outcome.camera_words
+        moves = ", ".join(" ".join(words[i : i + 3]) for i in range(0, len(words), 3))
+        print(f"camera    {moves}{unknown}")
     print(
         f"output    {outcome.frame_count} frames, {outcome.fps} fps, {outcome.duration_s:g} s, "
-        f"{outcome.width}x{outcome.height}, H.264"
+        f"{outcome.width}x{outcome.height}, {outcome.format}"
     )
     print(f"stages    {stages}")
     print(f"total     {wall:.2f}s from submit to done")
@@ -302,6 +307,28 @@ def parse_resolution(text: str) -> Resolution:
 
 def _nearest_side(side: int) -> int:
     return min(max(round(side / _SIDE) * _SIDE, _MIN_SIDE), _MAX_SIDE)
+
+
+def output_format(output: Path, asked: str | None) -> str:
+    """The format of ``-o output``: ``--format`` when given (and fitting the extension), else the extension's."""
+    from pipeline.video import extension_of_format, format_from_extension, parse_format
+
+    if asked is None:
+        try:
+            return format_from_extension(output).value
+        except ValueError:
+            raise CliError(
+                f"-o {output}: cannot tell the format from the name; end it in .mp4, .webm, .gif or .webp, "
+                "or give --format"
+            ) from None
+    try:
+        chosen = parse_format(asked)
+    except ValueError:
+        raise CliError(f"--format: must be one of mp4, webm, gif, webp, av1 (got {asked!r})") from None
+    extension = extension_of_format(chosen)
+    if output.suffix.lower() != extension:
+        raise CliError(f"--format {chosen.value} writes a {extension} file but -o {output} ends in {output.suffix!r}")
+    return chosen.value
 
 
 def params_from(values: dict[str, object]) -> GenerationParams:

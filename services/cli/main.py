@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     gen.add_argument("image", type=Path, help="a JPEG, PNG or WebP picture")
-    gen.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="where to write the MP4")
+    gen.add_argument(
+        "-o", "--output", type=Path, default=Path("out.mp4"), help="where to write the video (.mp4, .webm, .gif, .webp)"
+    )
     gen.add_argument("--duration", type=int, help="seconds, 1-8 (default 4)")
     gen.add_argument("--fps", type=int, help="frames per second, 4-24 (default 8)")
     gen.add_argument("--motion-bucket-id", type=int, help="motion strength, 1-255 (default 127)")
@@ -50,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--model", help="tiny, a local diffusers SVD folder, or a cached hub id (default I2V_MODEL or tiny)"
     )
     gen.add_argument("--resolution", help="WxH, multiples of 64 (default: the model's, aspect kept)")
+    gen.add_argument("--interpolator", help="dis (optical flow, default) or rife (the stack's I2V_RIFE_WEIGHTS)")
+    gen.add_argument("--loop", help="none (default), pingpong or crossfade; the frame count stays duration x fps")
+    gen.add_argument("--format", help="mp4, webm, gif, webp or av1 (default: from the -o extension)")
+    gen.add_argument("--quality", help="low, medium or high (default high)")
+    gen.add_argument(
+        "--stabilize", action="store_true", default=None, help="smooth the generated motion before the camera move"
+    )
+    gen.add_argument("--min-cfg", type=float, help="guidance on the first frame, 1 to --cfg-scale (default 1)")
+    gen.add_argument("--fps-conditioning", type=int, help="fps SVD is told, 1-30 (default: from the frames)")
     gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
     gen.add_argument("--nats", help="NATS URL of a running stack (default: start the embedded one)")
     gen.add_argument(
@@ -165,13 +176,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from services.cli.generate import GenerateRequest, params_from, parse_resolution, run_generate
+    from services.cli.generate import (
+        GenerateRequest,
+        check_output,
+        output_format,
+        params_from,
+        parse_resolution,
+        run_generate,
+    )
     from services.cli.settings import load_settings
 
     logging.getLogger().setLevel(logging.WARNING)
     # generate starts its own stack unless told where one runs: the state folder's file is not read.
     settings = load_settings(from_stack_file=False, nats_url=args.nats, s3_endpoint=args.s3)
     resolution = parse_resolution(args.resolution) if args.resolution else None
+    check_output(args.output)  # before its extension is read as the format: a folder is named as one
     params = params_from(
         {
             "duration": args.duration,
@@ -184,6 +203,13 @@ def _generate(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "model": args.model or settings.model,
             "resolution": resolution,
+            "interpolator": args.interpolator,
+            "loop": args.loop,
+            "format": output_format(args.output, args.format),
+            "quality": args.quality,
+            "stabilize": args.stabilize,
+            "min_cfg": args.min_cfg,
+            "fps_conditioning": args.fps_conditioning,
         }
     )
     if bool(args.nats) != bool(args.s3):

@@ -42,7 +42,6 @@ class LatentStage:
         import numpy as np
         from PIL import Image
 
-        from pipeline.latents import fps_conditioning, generate_latents
         from pipeline.model_catalog import is_still, model_defaults
         from pipeline.tensors import frames_to_bytes, latents_to_bytes
         from services.bus.faults import JobCancelledError
@@ -83,6 +82,8 @@ class LatentStage:
                 price=cmd.price,
                 seal=cmd.seal,
             )
+        from pipeline.latents import fps_conditioning, generate_latents
+
         pipe = self._pipeline(params.model)
 
         def on_step(step: int, total: int) -> None:

@@ -61,6 +61,13 @@ def test_bad_images_get_one_line(case: str, expect: str, tmp_path: Path, capsys:
         (["--resolution", "1000x500"], "--resolution"),
         (["--model", "/nowhere/svd-xt"], "I2V_MODEL"),
         (["--fps", "many"], "--fps"),
+        (["--interpolator", "flowframes"], "--interpolator"),
+        (["--loop", "boomerang"], "--loop"),
+        (["--format", "mov"], "--format"),
+        (["--format", "webm"], "writes a .webm file"),
+        (["--quality", "ultra"], "--quality"),
+        (["--min-cfg", "3", "--cfg-scale", "2"], "--min-cfg"),
+        (["--fps-conditioning", "0"], "--fps-conditioning"),
     ],
 )
 def test_bad_options_get_one_line(
@@ -70,6 +77,12 @@ def test_bad_options_get_one_line(
     assert status != 0
     assert len(lines) == 1, lines
     assert expect in lines[0]
+
+
+def test_an_output_without_a_video_extension_asks_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, lines = _run(["generate", str(HARBOR), "-o", str(tmp_path / "out.mov")], capsys)
+    assert status == 2
+    assert len(lines) == 1 and "cannot tell the format" in lines[0] and "--format" in lines[0]
 
 
 def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
