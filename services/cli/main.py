@@ -69,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--state-dir", type=Path, help="where the embedded stack keeps its data (default: a temp dir)")
     gen.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
 
+    interp = sub.add_parser(
+        "interpolate",
+        help="in-between frames for a video or two or more images, locally (no stack)",
+        description="Interpolate INPUT (a video, or two or more images of one size) to OUTPUT: a video whose "
+        "format its extension names, or a folder ending in / that receives 000000.png, 000001.png, ...",
+    )
+    interp.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a video, or two or more images")
+    interp.add_argument("-o", "--output", required=True, help="a .mp4/.webm/.gif/.webp file, or a folder/")
+    how_many = interp.add_mutually_exclusive_group()
+    how_many.add_argument("--count", type=int, help="frames out (default: one in-between per pair of images)")
+    how_many.add_argument("--fps", type=int, help="frame rate out; a video keeps its duration")
+    interp.add_argument(
+        "--interpolator", default="dis", help="dis (default), rife (I2V_RIFE_WEIGHTS) or rife:PATH to flownet.pkl"
+    )
+
     serve = sub.add_parser("serve", help="run one service against I2V_NATS_URL and I2V_S3_ENDPOINT")
     serve.add_argument("service", choices=SERVICE_NAMES)
 
@@ -148,6 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "interpolate":
+            from services.cli.interpolate import run_interpolate
+
+            return run_interpolate(
+                args.inputs, args.output, count=args.count, fps=args.fps, interpolator=args.interpolator
+            )
         if args.command == "serve":
             return _serve(args.service)
         if args.command == "stack":
