@@ -122,7 +122,8 @@ class BillingStage:
         self._ledger.record_unreserved_completion(job.job_id, job.generation, job.account, why)
         # Only this generation's own files: a forged event may name another job's objects.
         generation_prefix = artifact_key(job.job_id, job.generation, "")
-        names = {artifact_key(job.job_id, job.generation, name) for name in ("video.mp4", "poster.jpg")}
+        own = ("video.mp4", "video.webm", "video.gif", "video.webp", "poster.jpg")  # every format mux may write
+        names = {artifact_key(job.job_id, job.generation, name) for name in own}
         names |= {ref.key for ref in (event.video, event.poster) if ref.key.startswith(generation_prefix)}
         for key in sorted(names):
             self._store.delete_prefix(key)

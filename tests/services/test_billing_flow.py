@@ -287,6 +287,8 @@ async def test_a_completion_billing_holds_no_reservation_for_fails_the_job_and_w
         await until(lambda: _state(ledger, cmd, 0) == "refunded", "the refund")
     other = store.put(artifact_key("job-of-someone-else", 0, "video.mp4"), b"theirs", "video/mp4")
     forged = stored_video(store, cmd.job)
+    # Its video in another format too (mux writes video.<format>): withdrawn whatever the event names.
+    webm = store.put(artifact_key(cmd.job.job_id, 0, "video.webm"), b"webm", "video/webm")
     # Forged, so under ids of the forger's choosing (a JobCompleted under the generation's own terminal id
     # would be dropped as a duplicate after a refund). It may name another job's objects, too: those are
     # not billing's to delete.
@@ -304,6 +306,7 @@ async def test_a_completion_billing_holds_no_reservation_for_fails_the_job_and_w
     history = events.events()
     assert history.index(voided[0]) > min(i for i, e in enumerate(history) if isinstance(e, JobCompleted))
     assert store.head(forged.video.key) is None and store.head(forged.poster.key) is None
+    assert store.head(webm.key) is None
     assert store.get(other) == b"theirs"
     assert ledger.balance("rich") == 3 * PRICE  # charged nothing, and no free video either
     reason = "no reservation was made" if before == "nothing reserved" else "its reservation was refunded"
