@@ -1,5 +1,6 @@
 """Errors as the API shows them: JSON with a stable code, a sentence for people, and the field."""
 
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -78,6 +79,20 @@ def error_response(exc: ApiError) -> JSONResponse:
     )
 
 
+_VERBS = frozenset({"get", "head", "post", "put", "patch", "delete", "options", "trace"})
+_PARAM = re.compile(r"(\{[^/}]+\})")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods the API document lists for the request's path (what a 405's ``Allow`` must say)."""
+    path = request.url.path
+    for template, operations in request.app.openapi()["paths"].items():
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in _PARAM.split(template))
+        if re.fullmatch(pattern, path):
+            return sorted(method.upper() for method in operations if method in _VERBS)
+    return []
+
+
 def install(app: FastAPI) -> None:
     """Route every error through :class:`ApiError`'s shape."""
 
@@ -92,11 +107,17 @@ def install(app: FastAPI) -> None:
         message = f"{field}: {first['msg']}" if field else str(first["msg"])
         return error_response(ApiError(422, "invalid_" + str(first["type"]), message, field=field))
 
-    async def on_http(_request: Request, exc: Exception) -> JSONResponse:
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         codes = {404: "not_found", 405: "method_not_allowed"}
         code = codes.get(exc.status_code, f"http_{exc.status_code}")
-        return error_response(ApiError(exc.status_code, code, str(exc.detail)))
+        headers = dict(exc.headers) if exc.headers else {}
+        if exc.status_code == 405:
+            # RFC 9110 15.5.6. Starlette names the methods of the first route on the path only.
+            documented = allowed_methods(request)
+            if documented:
+                headers["Allow"] = ", ".join(documented)
+        return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=headers or None))
 
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(RequestValidationError, on_request_validation)

@@ -43,24 +43,58 @@ _PARAM_FIELDS = frozenset(GenerationParams.model_fields)
 # --- the body -----------------------------------------------------------------------------------
 
 
+_SIDES = "|".join(str(side) for side in range(64, 2049, 64))
+RESOLUTION_PATTERN = f"^({_SIDES})x({_SIDES})$"
+"""``WxH`` as :class:`~contracts.params.Resolution` takes it: both sides multiples of 64 from 64 to 2048."""
+IMAGE_TYPES = "image/jpeg, image/png, image/webp"
+
+
+def param_bounds(name: str) -> dict[str, Any]:
+    """``ge``/``le`` of a :class:`GenerationParams` field, for a query parameter that takes it."""
+    bounds: dict[str, Any] = {}
+    for rule in GenerationParams.model_fields[name].metadata:
+        for key in ("ge", "le"):
+            if hasattr(rule, key):
+                bounds[key] = getattr(rule, key)
+    return bounds
+
+
 def openapi_body() -> dict[str, Any]:
     """The request body as OpenAPI describes it (the route reads the raw request, so FastAPI cannot)."""
     props = {k: v for k, v in GenerationParams.model_json_schema()["properties"].items() if k != "resolution"}
-    props["resolution"] = {"type": "string", "example": "1024x576", "description": "WxH, multiples of 64"}
+    resolution = {
+        "type": "string",
+        "pattern": RESOLUTION_PATTERN,
+        "example": "1024x576",
+        "description": "WxH, multiples of 64 from 64 to 2048; default: the model's size fitted to the picture",
+    }
+    props["resolution"] = resolution
     multipart = {
         "type": "object",
         "required": ["image"],
         "properties": {"image": {"type": "string", "format": "binary"}, **props},
     }
+    props = {**props, "resolution": {"anyOf": [resolution, {"type": "null"}]}}  # JSON may say null
     as_json = {
         "type": "object",
         "required": ["image_base64"],
-        "properties": {"image_base64": {"type": "string", "description": "JPEG, PNG or WebP, base64"}, **props},
+        "properties": {
+            "image_base64": {
+                "type": "string",
+                "format": "byte",
+                "minLength": 1,
+                "description": "JPEG, PNG or WebP, base64 (a data: URL too)",
+            },
+            **props,
+        },
     }
     return {
         "requestBody": {
             "required": True,
-            "content": {"multipart/form-data": {"schema": multipart}, "application/json": {"schema": as_json}},
+            "content": {
+                "multipart/form-data": {"schema": multipart, "encoding": {"image": {"contentType": IMAGE_TYPES}}},
+                "application/json": {"schema": as_json},
+            },
         }
     }
 
@@ -144,8 +178,12 @@ def _too_large(max_bytes: int) -> ApiError:
 # --- checks -------------------------------------------------------------------------------------
 
 
-def params_from(fields: dict[str, Any], default_model: str) -> GenerationParams:
-    """The job's parameters; the server's model unless the client asks for the tiny one."""
+def params_from(fields: dict[str, Any], default_model: str, *, as_json: bool = False) -> GenerationParams:
+    """The job's parameters; the server's model unless the client asks for the tiny one.
+
+    Multipart fields are text and are read as the parameters' types; JSON ones must already be of
+    those types (``"stabilize": 0`` is not a boolean), as the API document says.
+    """
     unknown = sorted(set(fields) - _PARAM_FIELDS)
     if unknown:
         raise ApiError(422, "unknown_field", f"{unknown[0]}: not a parameter of a job", field=unknown[0])
@@ -160,14 +198,19 @@ def params_from(fields: dict[str, Any], default_model: str) -> GenerationParams:
             f"model: this server runs {default_model!r}" + ("" if default_model == TINY else f" or {TINY!r}"),
             field="model",
         )
-    if isinstance(values.get("resolution"), str):
+    resolution = values.get("resolution")
+    if resolution is not None and not isinstance(resolution, str):
+        raise ApiError(422, "invalid_resolution", "resolution: must look like 1024x576", field="resolution")
+    if isinstance(resolution, str):
         try:
-            values["resolution"] = Resolution.parse(values["resolution"])
+            values["resolution"] = Resolution.parse(resolution).model_dump()
         except (ValueError, ValidationError) as exc:
             message = f"resolution: {str(exc).splitlines()[0]}"
             raise ApiError(422, "invalid_resolution", message, field="resolution") from None
     try:
-        return GenerationParams(**values)
+        if as_json:
+            return GenerationParams.model_validate_json(json.dumps(values), strict=True)
+        return GenerationParams.model_validate(values)
     except ValidationError as exc:
         raise validation_error(exc) from None
 

@@ -1,7 +1,9 @@
 """The caller's account, and what a job would cost."""
 
+from typing import Annotated
+
 import anyio.to_thread
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from contracts.params import GenerationParams, Resolution
@@ -10,6 +12,7 @@ from services.billing.ledger import UnknownAccountError
 from services.gateway.dependencies import COMMON_ERRORS, CurrentAccount, GatewayDep, unauthorized
 from services.gateway.errors import ApiError, validation_error
 from services.gateway.schemas import Account, LedgerEntry, Quote
+from services.gateway.submission import RESOLUTION_PATTERN, param_bounds
 
 router = APIRouter(prefix="/v1", tags=["account"], responses=COMMON_ERRORS)
 
@@ -41,7 +44,13 @@ async def get_account(account: CurrentAccount, gateway: GatewayDep) -> Account:
 
 @router.get("/quote", response_model=Quote)
 async def quote(
-    gateway: GatewayDep, duration: int = 4, fps: int = 8, steps: int = 25, resolution: str | None = None
+    gateway: GatewayDep,
+    duration: Annotated[int, Query(**param_bounds("duration"), description="seconds")] = 4,
+    fps: Annotated[int, Query(**param_bounds("fps"), description="frames per second")] = 8,
+    steps: Annotated[int, Query(**param_bounds("steps"), description="denoising steps")] = 25,
+    resolution: Annotated[
+        str | None, Query(pattern=RESOLUTION_PATTERN, description="WxH; default: the model's size")
+    ] = None,
 ) -> Quote:
     """The price of a job: 8 + ceil(width · height · duration · fps · steps / 2,457,600) points, at
     ``resolution`` (WxH) or else the server's model's size. A picture of another aspect is made at about

@@ -629,3 +629,27 @@ async def test_healthz_says_whether_the_jobs_index_is_current(gateway: RunningGa
         health = await anonymous.get("/healthz")
     assert health.status_code == 200
     assert health.json()["ok"] is True and health.json()["index"]["error"] is None
+
+
+async def test_the_document_states_the_bounds_the_api_checks_and_405_names_the_allowed_methods(
+    gateway: RunningGateway,
+) -> None:
+    _, key = gateway.account(100)
+    async with gateway.client(key) as client:
+        openapi = (await client.get("/openapi.json")).json()
+        quote = {p["name"]: p["schema"] for p in openapi["paths"]["/v1/quote"]["get"]["parameters"]}
+        assert (quote["duration"]["minimum"], quote["duration"]["maximum"]) == (1, 8)
+        assert (quote["fps"]["minimum"], quote["fps"]["maximum"]) == (4, 24)
+        assert (quote["steps"]["minimum"], quote["steps"]["maximum"]) == (1, 50)
+        body = openapi["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body["properties"]["image_base64"]["minLength"] == 1
+        for path in ("/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/replay"):
+            assert {"404", "409"} <= set(openapi["paths"][path]["post"]["responses"]), path
+        for method, path, allowed in [
+            ("OPTIONS", "/v1/jobs", "GET, POST"),
+            ("PUT", "/v1/jobs/jx", "DELETE, GET"),
+            ("TRACE", "/v1/jobs/jx/video", "GET, HEAD"),
+        ]:
+            response = await client.request(method, path)
+            assert (response.status_code, response.headers.get("allow")) == (405, allowed), (method, path)
+            assert response.json()["error"]["code"] == "method_not_allowed"
