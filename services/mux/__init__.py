@@ -1,1 +1,1 @@
-"""Mux: browser-playable H.264 MP4 with faststart, and a poster."""
+"""Mux: the video in the job's format (H.264 MP4 with faststart by default), and a poster."""
