@@ -235,6 +235,9 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if bool(args.nats) != bool(args.s3):
         raise CliError("--nats and --s3 go together: give both to use a running stack, or neither")
+    if params.interpolator == "rife" and not args.nats and settings.rife_weights is None:
+        # The embedded stack's decode stage reads I2V_RIFE_WEIGHTS from here; without it the job would fail.
+        raise CliError("--interpolator rife: set I2V_RIFE_WEIGHTS to RIFE's flownet.pkl (or its folder)")
     request = GenerateRequest(args.image, args.output, params, args.account, args.timeout)
     return run_generate(request, settings, embedded_state=args.state_dir)
 

@@ -79,6 +79,15 @@ def test_bad_options_get_one_line(
     assert expect in lines[0]
 
 
+def test_rife_without_weights_is_refused_before_the_stack_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("I2V_RIFE_WEIGHTS", raising=False)
+    status, lines = _run(["generate", str(HARBOR), "-o", str(tmp_path / "out.mp4"), "--interpolator", "rife"], capsys)
+    assert status == 2
+    assert lines == ["i2v: error: --interpolator rife: set I2V_RIFE_WEIGHTS to RIFE's flownet.pkl (or its folder)"]
+
+
 def test_an_output_without_a_video_extension_asks_for_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, lines = _run(["generate", str(HARBOR), "-o", str(tmp_path / "out.mov")], capsys)
     assert status == 2
