@@ -48,7 +48,7 @@ async def test_schemathesis_finds_no_server_error_and_no_mismatch_with_the_docum
         ]
         env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.services.gateway.schemathesis_hooks", "PYTHONPATH": str(ROOT)}
         run = await asyncio.create_subprocess_exec(
-            *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            *command, cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
         )
         output, _ = await asyncio.wait_for(run.communicate(), MAX_TIME_S + 120)
     text = output.decode(errors="replace")
