@@ -273,3 +273,12 @@ def test_the_catalog_and_the_gateway_never_import_torch() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_still_model_needs_no_weights_and_makes_the_real_size() -> None:
+    from pipeline.model_catalog import STILL, STILL_NATIVE_FRAMES, is_still, model_defaults, resolve_model
+
+    assert resolve_model(STILL).kind == "still" and resolve_model(STILL).path is None
+    assert is_still("still") and not is_still("tiny")
+    defaults = model_defaults(STILL)
+    assert (defaults.width, defaults.height, defaults.native_frames) == (1024, 576, STILL_NATIVE_FRAMES)

@@ -31,7 +31,7 @@ from infra.objectstore import MemoryObjectStore, ObjectStoreUnavailableError
 from pipeline.image import fit_resolution
 from pipeline.models import TINY_DEFAULT_RESOLUTION, TINY_NATIVE_FRAMES
 from pipeline.tensors import frames_from_bytes, frames_to_bytes, latents_from_bytes
-from pipeline.video import probe_video
+from pipeline.video import available_formats, probe_video
 from services.billing.ledger import SqlLedger, open_ledger
 from services.billing.seal import ReservationSeal
 from services.billing.stage import BillingStage
@@ -583,6 +583,13 @@ def muxed(params: dict[str, object], frames: np.ndarray) -> tuple[MemoryObjectSt
         ("gif", "gif", "video.gif", "image/gif"),
         ("webp", "webp", "video.webp", "image/webp"),
         ("mp4", "h264", "video.mp4", "video/mp4"),
+        pytest.param(
+            "av1",
+            "av1",
+            "video.mp4",
+            "video/mp4",
+            marks=pytest.mark.skipif("av1" not in available_formats(), reason="this FFmpeg has no AV1 encoder"),
+        ),
     ],
 )
 def test_mux_writes_the_jobs_format_with_its_parameters_and_seed_inside(
