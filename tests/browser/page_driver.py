@@ -108,11 +108,11 @@ def cancel_then_run_again(url: str, api_key: str, image: Path, timeout_s: float 
         page.wait_for_selector("#cancel:not([hidden])")
         page.click("#cancel")
         page.wait_for_function(
-            "document.querySelector('#progress-title').textContent === 'Cancelled'", timeout=timeout_s * 1000
+            "() => document.querySelector('#progress-title').textContent === 'Cancelled'", timeout=timeout_s * 1000
         )
         run.cancelled_title = page.inner_text("#progress-title")
         page.click(".item:first-child .replay-job")
-        page.wait_for_function("document.querySelector('#progress-title').textContent === 'Working on it'")
+        page.wait_for_function("() => document.querySelector('#progress-title').textContent === 'Working on it'")
         _watch_progress(page, run, timeout_s)
         page.wait_for_selector(".item:first-child video", timeout=20_000)
         run.status_after = page.inner_text(".item:first-child .status")
@@ -125,7 +125,7 @@ def _log_in(page: Page, api_key: str) -> None:
     page.fill("#api-key", api_key)
     page.keyboard.press("Enter")
     page.wait_for_selector("#app:not([hidden])")
-    page.wait_for_function("document.querySelector('#account-name').textContent !== ''")
+    page.wait_for_function("() => document.querySelector('#account-name').textContent !== ''")
 
 
 def _fill_form(page: Page, image: Path, run: PageRun) -> None:
@@ -160,7 +160,7 @@ def _fill_form(page: Page, image: Path, run: PageRun) -> None:
     page.fill("#steps", "4")
     page.click("#random-seed")
     # 8 + ceil(256·192 · 16 frames · 4 steps / 2,457,600): the quote follows the steps field too
-    page.wait_for_function("document.querySelector('#price').textContent === '10'")
+    page.wait_for_function("() => document.querySelector('#price').textContent === '10'")
     run.price_label = page.inner_text("#generate")
 
 
@@ -183,7 +183,7 @@ def _check_video(page: Page, run: PageRun) -> None:
     page.wait_for_selector(".item:first-child video")
     run.video_duration = _video_duration(page)
     page.evaluate("document.querySelector('.item:first-child video').play()")
-    page.wait_for_function("document.querySelector('.item:first-child video').currentTime > 0.2", timeout=20_000)
+    page.wait_for_function("() => document.querySelector('.item:first-child video').currentTime > 0.2", timeout=20_000)
     run.played_to = float(page.evaluate("document.querySelector('.item:first-child video').currentTime"))
     page.evaluate("document.querySelector('.item:first-child video').pause()")
 
