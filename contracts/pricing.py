@@ -6,8 +6,9 @@
 size (256x192 for ``tiny``, 1024x576 for SVD) fitted to the picture's aspect at about the same area.
 One point buys 2,457,600 pixel-frame-steps: 50 steps of one 256x192 frame. A default job (4 s at
 8 fps, 25 steps) costs 24 points on ``tiny`` and 200 at 1024x576. Billing charges this for the size
-ingest prepared; the quote (``GET /v1/quote``), the page's button and the gateway's balance check
-price the requested resolution, else the model's size.
+ingest prepared; the quote (``GET /v1/quote``) and the page's button price the requested resolution,
+else the model's size; the gateway's balance check prices the size fitted from the upload's header,
+which is what ingest will prepare.
 
 The ``still`` model runs no diffusion: the formula stays, with ``steps`` counted as 1 whatever the job
 says (the camera warp, interpolation and encoding of each frame are about one step's worth of work at

@@ -1,5 +1,6 @@
 """Jobs: submit, list, status, events (SSE), cancel, replay, delete, and the video and poster."""
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -22,6 +23,8 @@ from services.gateway.runtime import Gateway
 from services.gateway.schemas import JobPage, JobResource
 from services.gateway.submission import fingerprint, openapi_body, params_from, read_submission, submit
 from services.jobclient import JobNotFoundError, JobStateError
+
+log = logging.getLogger("i2v.gateway")
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -249,7 +252,14 @@ async def _media(media: MediaRequest, which: str, download: bool) -> Response:
     ref: ObjectRef | None = view.video if which == "video" else view.poster
     if ref is None:
         raise ApiError(409, "not_ready", f"the job has no {which} yet ({view.status})")
-    extension = "mp4" if which == "video" else ref.content_type.rsplit("/", 1)[-1]
+    # Serve only the job's own artifacts: an event naming another bucket or another job's key is not
+    # trusted to pick what this account may download.
+    if ref.bucket != gateway.settings.s3_bucket or not ref.key.startswith(job_prefix(view.job_id)):
+        log.error(
+            "job %s names a %s outside its own files (%s/%s); not serving it", view.job_id, which, ref.bucket, ref.key
+        )
+        raise ApiError(404, "not_found", f"the job has no {which} of its own")
+    extension = ref.content_type.rsplit("/", 1)[-1]  # mp4, webm, gif, webp, jpeg
     etag = entity_tag(ref)
     headers = media_headers(etag, f"{view.job_id}.{extension}", download)
     # Preconditions come before Range (RFC 9110 13.2.2): a cached copy is current whatever part is asked.

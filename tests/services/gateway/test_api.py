@@ -653,3 +653,24 @@ async def test_the_document_states_the_bounds_the_api_checks_and_405_names_the_a
             response = await client.request(method, path)
             assert (response.status_code, response.headers.get("allow")) == (405, allowed), (method, path)
             assert response.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_completion_naming_another_jobs_files_is_not_served(gateway: RunningGateway) -> None:
+    victim_name, victim_key = gateway.account(1000)
+    name, key = gateway.account(1000)
+    secret = os.urandom(2000)
+    async with gateway.client(victim_key) as victim:
+        theirs = (await submit(victim)).json()
+        await complete(gateway, theirs, victim_name, secret)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+        # A completion for this job whose refs point at the other job's video and poster.
+        spec = spec_of(job, name, 0)
+        video_ref = gateway.store.head(artifact_key(theirs["id"], 0, "video.mp4"))
+        poster_ref = gateway.store.head(artifact_key(theirs["id"], 0, "poster.png"))
+        assert video_ref is not None and poster_ref is not None
+        await gateway.publish(completed(spec, job["price"], width=256, height=192, video=video_ref, poster=poster_ref))
+        await wait_status(client, job["id"], "succeeded")
+        for link in ("video", "poster"):
+            answer = await client.get(job["links"][link])
+            assert answer.status_code == 404 and secret not in answer.content, link
