@@ -6,6 +6,7 @@ import logging
 from contracts.failures import FailureCode
 from contracts.keys import artifact_key
 from contracts.messages import LatentsReady, PointsReserved
+from contracts.refs import ObjectRef
 from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
@@ -50,20 +51,24 @@ class LatentStage:
         params = job.params
         native_frames = model_defaults(params.model).native_frames
         key = artifact_key(job.job_id, job.generation, "latents.safetensors")
-        # 1. Reuse: a redelivered command whose latents are already stored skips the denoise.
-        existing = self._store.head(key)
-        if existing is not None:
-            log.info("job %s: latents already stored, reusing %s", job.job_id, key)
-            progress(params.steps, params.steps)
+
+        def ready(latents: ObjectRef) -> LatentsReady:
             return LatentsReady(
                 job=job,
-                latents=existing,
+                latents=latents,
                 native_frames=native_frames,
                 width=cmd.width,
                 height=cmd.height,
                 price=cmd.price,
                 seal=cmd.seal,
             )
+
+        # 1. Reuse: a redelivered command whose latents are already stored skips the denoise.
+        existing = self._store.head(key)
+        if existing is not None:
+            log.info("job %s: latents already stored, reusing %s", job.job_id, key)
+            progress(params.steps, params.steps)
+            return ready(existing)
         # 2. Inputs, verified against the reference.
         image = Image.open(io.BytesIO(self._store.get(cmd.image))).convert("RGB")
         if is_still(params.model):
@@ -73,15 +78,7 @@ class LatentStage:
             frames = np.repeat(pixels[None], native_frames, axis=0)
             progress(params.steps, params.steps)
             ref = self._store.put(key, frames_to_bytes(frames), LATENTS_CONTENT_TYPE)
-            return LatentsReady(
-                job=job,
-                latents=ref,
-                native_frames=native_frames,
-                width=cmd.width,
-                height=cmd.height,
-                price=cmd.price,
-                seal=cmd.seal,
-            )
+            return ready(ref)
         from pipeline.latents import fps_conditioning, generate_latents
 
         pipe = self._pipeline(params.model)
@@ -111,12 +108,4 @@ class LatentStage:
         )
         data = latents_to_bytes(latents, {"job_id": job.job_id, "seed": str(params.seed), "model": params.model})
         ref = self._store.put(key, data, LATENTS_CONTENT_TYPE)
-        return LatentsReady(
-            job=job,
-            latents=ref,
-            native_frames=native_frames,
-            width=cmd.width,
-            height=cmd.height,
-            price=cmd.price,
-            seal=cmd.seal,
-        )
+        return ready(ref)
