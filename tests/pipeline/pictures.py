@@ -14,6 +14,8 @@ from numpy.typing import NDArray
 
 Frames = NDArray[np.uint8]
 HARBOR = Path(__file__).resolve().parents[2] / "examples" / "harbor.png"
+MAGENTA = (255, 0, 255)
+"""A border colour no real picture here has, so a warp that reaches outside the frame shows it."""
 
 
 def harbor() -> Frames:
@@ -33,3 +35,18 @@ def bikes() -> Frames:
 
 
 PICTURES: dict[str, Callable[[], Frames]] = {"harbor": harbor, "bikes": bikes}
+
+
+def warped_with_magenta_border(frame: Frames, matrix: NDArray[np.float64]) -> Frames:
+    """``frame`` warped by the inverse map ``matrix`` as the pipeline warps it, but with a magenta border
+    instead of the reflecting safety net: equal to the pipeline's output only if no pixel came from outside."""
+    height, width = frame.shape[:2]
+    warped = cv2.warpAffine(
+        frame,
+        matrix,
+        (width, height),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=MAGENTA,
+    )
+    return np.asarray(warped, dtype=np.uint8)
