@@ -14,10 +14,8 @@ import argparse
 import asyncio
 import base64
 import io
-import os
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,16 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
+from bench.gateway_process import ACCOUNT, GatewayDidNotStart, served_gateway  # noqa: E402
 from contracts.failures import FailureCode  # noqa: E402
 from contracts.messages import JobFailed, JobSpec, StageProgress  # noqa: E402
 from contracts.params import GenerationParams  # noqa: E402
 from contracts.stages import Stage  # noqa: E402
-from infra.nats_server import NatsServer  # noqa: E402
-from infra.ports import LOOPBACK, free_port  # noqa: E402
-from infra.seaweed import SeaweedS3  # noqa: E402
-from services.billing.ledger import open_ledger  # noqa: E402
+from infra.ports import LOOPBACK  # noqa: E402
 from services.bus.publishing import route  # noqa: E402
-from services.gateway.auth import hash_api_key, new_api_key  # noqa: E402
 
 
 def rss_kib(pid: int) -> int:
@@ -122,7 +117,7 @@ async def bench(args: argparse.Namespace, port: int, key: str, nats_url: str, ga
             await js.publish(where.subject, event.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
         await asyncio.sleep(args.interval)
     for job in jobs:
-        spec = JobSpec(job_id=job["id"], account=job_account, params=GenerationParams(**job["parameters"]))
+        spec = JobSpec(job_id=job["id"], account=ACCOUNT, params=GenerationParams(**job["parameters"]))
         end = JobFailed(job=spec, stage=Stage.LATENT, code=FailureCode.INTERNAL, reason="synthetic end of the bench")
         where = route(end)
         await js.publish(where.subject, end.model_dump_json().encode(), headers={"Nats-Msg-Id": where.msg_id})
@@ -147,9 +142,6 @@ async def bench(args: argparse.Namespace, port: int, key: str, nats_url: str, ga
     )
 
 
-job_account = "bench"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000)
@@ -165,46 +157,13 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="i2v-bench-sse-") as tmp:
         state = Path(tmp)
-        with NatsServer(state / "nats") as nats_server, SeaweedS3(state / "s3") as s3:
-            from infra.objectstore import S3ObjectStore
-
-            S3ObjectStore(s3.endpoint, s3.access_key, s3.secret_key, "i2v").ensure_bucket()
-            key = new_api_key()
-            open_ledger(str(state / "ledger.sqlite3")).create_account(job_account, 10**9, hash_api_key(key))
-            port = free_port()
-            ready = state / "gateway.ready"
-            env = {
-                **os.environ,
-                "I2V_NATS_URL": nats_server.url,
-                "I2V_S3_ENDPOINT": s3.endpoint,
-                "I2V_S3_ACCESS_KEY": s3.access_key,
-                "I2V_S3_SECRET_KEY": s3.secret_key,
-                "I2V_STATE_DIR": str(state),
-                "I2V_GATEWAY_PORT": str(port),
-                "I2V_GATEWAY_MAX_ACTIVE_JOBS": str(args.jobs),
-                "I2V_READY_FILE": str(ready),
-            }
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", "serve", "gateway"],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=open(state / "gateway.log", "wb"),  # noqa: SIM115
-            )
-            try:
-                deadline = time.monotonic() + 60
-                while not ready.exists():
-                    if gateway.poll() is not None or time.monotonic() > deadline:
-                        print((state / "gateway.log").read_text()[-3000:], file=sys.stderr)
-                        return 1
-                    time.sleep(0.1)
-                asyncio.run(asyncio.wait_for(bench(args, port, key, nats_server.url, gateway.pid), args.timeout))
-            finally:
-                gateway.terminate()
-                try:
-                    gateway.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    gateway.kill()
+        try:
+            with served_gateway(state, max_active_jobs=args.jobs) as gateway:
+                bench_run = bench(args, gateway.port, gateway.key, gateway.nats_url, gateway.pid)
+                asyncio.run(asyncio.wait_for(bench_run, args.timeout))
+        except GatewayDidNotStart as failure:
+            print(failure.log, file=sys.stderr)
+            return 1
     return 0
 
 

@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import io
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,11 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from infra.nats_server import NatsServer  # noqa: E402
-from infra.ports import LOOPBACK, free_port  # noqa: E402
-from infra.seaweed import SeaweedS3  # noqa: E402
-from services.billing.ledger import open_ledger  # noqa: E402
-from services.gateway.auth import hash_api_key, new_api_key  # noqa: E402
+from bench.gateway_process import served_gateway  # noqa: E402
+from infra.ports import LOOPBACK  # noqa: E402
 
 GOAL_MIB = 600
 """The issue's goal: the gateway stays under 600 MB while 10 such uploads arrive at once."""
@@ -136,63 +132,24 @@ def measure(uploads: int = 10, kind: str = "png", rss_cap_mib: int = 8000, timeo
     image = big_image(kind)
     with tempfile.TemporaryDirectory(prefix="i2v-bench-upload-") as tmp:
         state = Path(tmp)
-        with NatsServer(state / "nats") as nats_server, SeaweedS3(state / "s3") as s3:
-            from infra.objectstore import S3ObjectStore
-
-            S3ObjectStore(s3.endpoint, s3.access_key, s3.secret_key, "i2v").ensure_bucket()
-            key = new_api_key()
-            open_ledger(str(state / "ledger.sqlite3")).create_account("bench", 10**9, hash_api_key(key))
-            port = free_port()
-            ready = state / "gateway.ready"
-            env = {
-                **os.environ,
-                "I2V_NATS_URL": nats_server.url,
-                "I2V_S3_ENDPOINT": s3.endpoint,
-                "I2V_S3_ACCESS_KEY": s3.access_key,
-                "I2V_S3_SECRET_KEY": s3.secret_key,
-                "I2V_STATE_DIR": str(state),
-                "I2V_GATEWAY_PORT": str(port),
-                "I2V_GATEWAY_MAX_ACTIVE_JOBS": str(uploads),
-                "I2V_READY_FILE": str(ready),
-            }
-            log = (state / "gateway.log").open("wb")
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", "serve", "gateway"],
-                env=env,
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
+        with served_gateway(state, max_active_jobs=uploads) as gateway:
+            time.sleep(0.5)
+            idle = status_kib(gateway.pid, "VmRSS")
+            started = time.perf_counter()
+            with PeakSampler(gateway.pid, rss_cap_mib * 1024) as sampler:
+                statuses = asyncio.run(asyncio.wait_for(send_all(gateway.port, gateway.key, image, uploads), timeout_s))
+                seconds = time.perf_counter() - started
+                # The kernel's high-water mark catches a peak between two samples.
+                peak = sampler.peak_kib if sampler.capped else status_kib(gateway.pid, "VmHWM")
+            return UploadMemory(
+                uploads,
+                len(image),
+                idle / 1024,
+                max(peak, sampler.peak_kib) / 1024,
+                seconds,
+                statuses,
+                sampler.capped,
             )
-            try:
-                deadline = time.monotonic() + 60
-                while not ready.exists():
-                    if gateway.poll() is not None or time.monotonic() > deadline:
-                        raise RuntimeError("the gateway did not start:\n" + (state / "gateway.log").read_text()[-3000:])
-                    time.sleep(0.1)
-                time.sleep(0.5)
-                idle = status_kib(gateway.pid, "VmRSS")
-                started = time.perf_counter()
-                with PeakSampler(gateway.pid, rss_cap_mib * 1024) as sampler:
-                    statuses = asyncio.run(asyncio.wait_for(send_all(port, key, image, uploads), timeout_s))
-                    seconds = time.perf_counter() - started
-                    # The kernel's high-water mark catches a peak between two samples.
-                    peak = sampler.peak_kib if sampler.capped else status_kib(gateway.pid, "VmHWM")
-                return UploadMemory(
-                    uploads,
-                    len(image),
-                    idle / 1024,
-                    max(peak, sampler.peak_kib) / 1024,
-                    seconds,
-                    statuses,
-                    sampler.capped,
-                )
-            finally:
-                gateway.terminate()
-                try:
-                    gateway.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    gateway.kill()
-                log.close()
 
 
 def main() -> int:

@@ -1,0 +1,83 @@
+"""One real gateway process for the benchmarks: nats-server and SeaweedFS on loopback, an account with
+points enough for any run, and ``i2v serve gateway`` started and waited for until it is ready."""
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.nats_server import NatsServer
+from infra.ports import free_port
+from infra.seaweed import SeaweedS3
+from services.billing.ledger import open_ledger
+from services.gateway.auth import hash_api_key, new_api_key
+
+ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "bench"
+"""The account the gateway's API key belongs to, with 10**9 points."""
+
+
+class GatewayDidNotStart(RuntimeError):
+    """The gateway exited, or was not ready within a minute; ``log`` is the end of its log."""
+
+    def __init__(self, log: str) -> None:
+        super().__init__("the gateway did not start:\n" + log)
+        self.log = log
+
+
+@dataclass(frozen=True)
+class Gateway:
+    port: int
+    key: str
+    """An API key of :data:`ACCOUNT`."""
+    pid: int
+    nats_url: str
+
+
+@contextmanager
+def served_gateway(state: Path, max_active_jobs: int) -> Iterator[Gateway]:
+    """Everything under ``state``; the gateway is stopped (terminated, killed after 15 s) on the way out."""
+    with NatsServer(state / "nats") as nats_server, SeaweedS3(state / "s3") as s3:
+        from infra.objectstore import S3ObjectStore
+
+        S3ObjectStore(s3.endpoint, s3.access_key, s3.secret_key, "i2v").ensure_bucket()
+        key = new_api_key()
+        open_ledger(str(state / "ledger.sqlite3")).create_account(ACCOUNT, 10**9, hash_api_key(key))
+        port = free_port()
+        ready = state / "gateway.ready"
+        env = {
+            **os.environ,
+            "I2V_NATS_URL": nats_server.url,
+            "I2V_S3_ENDPOINT": s3.endpoint,
+            "I2V_S3_ACCESS_KEY": s3.access_key,
+            "I2V_S3_SECRET_KEY": s3.secret_key,
+            "I2V_STATE_DIR": str(state),
+            "I2V_GATEWAY_PORT": str(port),
+            "I2V_GATEWAY_MAX_ACTIVE_JOBS": str(max_active_jobs),
+            "I2V_READY_FILE": str(ready),
+        }
+        with (state / "gateway.log").open("wb") as log:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "services.cli.main", "serve", "gateway"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while not ready.exists():
+                    if gateway.poll() is not None or time.monotonic() > deadline:
+                        raise GatewayDidNotStart((state / "gateway.log").read_text()[-3000:])
+                    time.sleep(0.1)
+                yield Gateway(port, key, gateway.pid, nats_server.url)
+            finally:
+                gateway.terminate()
+                try:
+                    gateway.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    gateway.kill()
