@@ -179,16 +179,23 @@ def test_probe_rejects_what_is_not_a_video() -> None:
         probe_video(b"definitely not an mp4 file" * 10)
 
 
-def test_probe_reports_a_file_without_faststart() -> None:
-    # Written by PyAV directly, without +faststart: the muxer leaves moov at the end.
+def muxed_by_pyav(container_format: str, codec: str) -> bytes:
+    """Three smooth 32x32 frames written by PyAV directly, with its muxer's defaults (no +faststart,
+    no index moved ahead of the media)."""
     buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=8)
+    with av.open(buffer, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=8)
+        assert isinstance(stream, av.VideoStream), codec
         stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
         for rgb in smooth_frames(3, 32, 32):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode(None))
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def test_probe_reports_a_file_without_faststart() -> None:
+    # Without +faststart the muxer leaves moov at the end.
+    data = muxed_by_pyav("mp4", "libx264")
     assert top_level_boxes(data).index(b"mdat") < top_level_boxes(data).index(b"moov")
     info = probe_video(data)
     assert not info.faststart
@@ -359,14 +366,7 @@ def test_browser_settings_per_format(harbor: NDArray[np.uint8]) -> None:
 
 
 def test_probe_reports_a_webm_with_its_index_at_the_end() -> None:
-    buffer = io.BytesIO()
-    with av.open(buffer, mode="w", format="webm") as container:
-        stream = container.add_stream("libvpx-vp9", rate=8)
-        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
-        for rgb in smooth_frames(3, 32, 32):
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
-        container.mux(stream.encode(None))
-    info = probe_video(buffer.getvalue())
+    info = probe_video(muxed_by_pyav("webm", "libvpx-vp9"))
     assert (info.format, info.frame_count, info.faststart) == (VideoFormat.WEBM, 3, False)
 
 
