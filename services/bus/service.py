@@ -81,39 +81,49 @@ class ServiceKit:
 
     def work_subscriber(self, stage: Stage, *, description: str) -> Callable[[Any], Any]:
         """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours."""
-        return self.broker.subscriber(
+        return self._durable_pull(
             work_subject(stage),
-            stream=JStream(WORK_STREAM, declare=False),
-            durable=durable_name(stage),
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(
+            WORK_STREAM,
+            durable_name(stage),
+            ConsumerConfig(
                 ack_policy=JsAckPolicy.EXPLICIT,
                 ack_wait=self.settings.ack_wait_s,
                 # The runner gives up after max_deliver; the server limit is only a backstop for a
                 # message that crashes its process every time.
                 max_deliver=self.settings.max_deliver * 2,
             ),
-            ack_policy=AckPolicy.MANUAL,
-            description=description,
-            inbox_prefix=subscriber_inbox(self.settings),
+            description,
         )
 
     def event_subscriber(self, subject: str, *, stage: Stage, durable: str, description: str) -> Callable[[Any], Any]:
         """A durable pull consumer of events on the events stream, shared by all replicas; acks are ours
         (:meth:`StageRunner.handle_event`). Unreadable events are dead-lettered under ``stage``."""
         self._event_stages.append((subject, stage))
-        return self.broker.subscriber(
+        return self._durable_pull(
             subject,
-            stream=JStream(EVENTS_STREAM, declare=False),
-            durable=durable,
-            pull_sub=PullSub(batch_size=1, timeout=5.0),
-            config=ConsumerConfig(
+            EVENTS_STREAM,
+            durable,
+            ConsumerConfig(
                 ack_policy=JsAckPolicy.EXPLICIT,
                 deliver_policy=DeliverPolicy.ALL,
                 ack_wait=self.settings.ack_wait_s,
                 # A backstop, as for work: the runner dead-letters after event_max_deliver deliveries.
                 max_deliver=self.settings.event_max_deliver * 2,
             ),
+            description,
+        )
+
+    def _durable_pull(
+        self, subject: str, stream: str, durable: str, config: ConsumerConfig, description: str
+    ) -> Callable[[Any], Any]:
+        """A durable pull consumer of ``subject`` on ``stream`` (declared elsewhere), one message per
+        fetch, acked by us."""
+        return self.broker.subscriber(
+            subject,
+            stream=JStream(stream, declare=False),
+            durable=durable,
+            pull_sub=PullSub(batch_size=1, timeout=5.0),
+            config=config,
             ack_policy=AckPolicy.MANUAL,
             description=description,
             inbox_prefix=subscriber_inbox(self.settings),
