@@ -1,8 +1,6 @@
 """`i2v generate` with issue 9's options, as a user runs it: a process of its own, the embedded stack."""
 
 import os
-import subprocess
-import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,9 +9,7 @@ from PIL import Image
 
 from pipeline.camera import apply_camera, camera_path, parse_motion_prompt
 from pipeline.video import probe_video
-
-ROOT = Path(__file__).resolve().parents[2]
-HARBOR = ROOT / "examples" / "harbor.png"
+from tests.stacks import HARBOR, run_generate
 
 
 def test_the_still_model_moves_the_real_picture_into_a_webm_named_by_the_output(tmp_path: Path) -> None:
@@ -22,15 +18,7 @@ def test_the_still_model_moves_the_real_picture_into_a_webm_named_by_the_output(
     env = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
     options = ["--model", "still", "--motion-prompt", prompt, "--duration", "2", "--fps", "8", "--seed", "5"]
     state = ["--quality", "medium", "--state-dir", str(tmp_path / "state")]
-    result = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", "generate", str(HARBOR), "-o", str(out), *options, *state],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = run_generate(out, *options, *state, env=env)
     assert "camera    slow zoom in, slow pan left  (not understood: wobble)" in result.stdout
     assert "price     12 points" in result.stdout  # one step per frame: 8 + ceil(960 x 640 x 16 / 2,457,600)
 
