@@ -1,5 +1,7 @@
 # i2v: `just demo` runs one picture through the whole pipeline; `just test` runs the suite.
 set shell := ["bash", "-euo", "pipefail", "-c"]
+# Recipe arguments reach commands as "$@", so `just test -m "not slow"` keeps its quoting.
+set positional-arguments
 
 venv := ".venv"
 bin := venv + "/bin"
@@ -13,7 +15,7 @@ demo image="examples/harbor.png" output="out/demo.mp4":
 # Run the whole test suite (slow tests included, as CI does).
 test *args:
     @just setup
-    {{bin}}/pytest {{args}}
+    {{bin}}/pytest "$@"
 
 # Lint and type-check.
 check:
@@ -30,7 +32,7 @@ up:
 # The bus overhead benchmark: the same tiny job in one process vs through NATS + S3.
 bench-overhead *args:
     @just setup
-    {{bin}}/python bench/overhead.py {{args}}
+    {{bin}}/python bench/overhead.py "$@"
 
 # Create .venv and install the project with its pinned dependencies (re-run when pyproject changes).
 setup:
