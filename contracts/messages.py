@@ -2,7 +2,7 @@
 
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -225,14 +225,12 @@ StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | Re
 Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
 """What a stage consumes from its work subject."""
 TerminalEvent = Annotated[Terminal, Field(discriminator="type")]
-TERMINAL_TYPES: frozenset[str] = frozenset(
-    t.model_fields["type"].default for t in (JobCompleted, JobFailed, JobRejected, JobCancelled)
-)
+TERMINAL_TYPES: frozenset[str] = frozenset(t.model_fields["type"].default for t in get_args(Terminal))
 
 
 def is_terminal(event: object) -> bool:
     """Whether ``event`` ends its job generation. Only the current generation's terminal ends the job."""
-    return isinstance(event, JobCompleted | JobFailed | JobRejected | JobCancelled)
+    return isinstance(event, Terminal)
 
 
 _EVENT_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
