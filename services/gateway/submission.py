@@ -99,9 +99,14 @@ def openapi_body() -> dict[str, Any]:
     }
 
 
+def body_type(request: Request) -> str:
+    """The request's media type, lower-case, without parameters (``multipart/form-data``, ``application/json``)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 async def read_submission(request: Request, max_image_bytes: int) -> tuple[bytes, dict[str, Any]]:
     """The image's bytes and the other fields, refusing a body too large before reading all of it."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = body_type(request)
     if content_type not in {"multipart/form-data", "application/json"}:
         raise ApiError(
             415,

@@ -21,7 +21,7 @@ from services.gateway.media import entity_tag, matches, media_headers, media_res
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import JobPage, JobResource
-from services.gateway.submission import fingerprint, openapi_body, params_from, read_submission, submit
+from services.gateway.submission import body_type, fingerprint, openapi_body, params_from, read_submission, submit
 from services.jobclient import JobNotFoundError, JobStateError
 
 log = logging.getLogger("i2v.gateway")
@@ -69,8 +69,7 @@ async def submit_job(
     """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`.
     Cheap checks come first (balance, unfinished jobs, the header's size), then the image is decoded."""
     image, fields = await read_submission(request, gateway.max_upload_bytes)
-    as_json = request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json"
-    params = params_from(fields, gateway.settings.model, as_json=as_json)
+    params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
     idempotency = Idempotency(idempotency_key, fingerprint(image, params)) if idempotency_key else None
     view, new = await submit(gateway, account, image, params, idempotency)
     resource = JobResource.of(view)
