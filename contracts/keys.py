@@ -12,10 +12,13 @@ writes new keys, so nothing stale is reused.
 
 from contracts.stages import Stage
 
+JOBS_PREFIX = "jobs/"
+"""Every job's objects live under this prefix."""
+
 
 def job_prefix(job_id: str) -> str:
     """Everything a job stored lives under this prefix (deleting a job deletes it)."""
-    return f"jobs/{job_id}/"
+    return f"{JOBS_PREFIX}{job_id}/"
 
 
 def upload_key(job_id: str) -> str:

@@ -13,12 +13,10 @@ from datetime import UTC, datetime, timedelta
 import anyio
 import anyio.to_thread
 
+from contracts.keys import JOBS_PREFIX
 from infra.objectstore import ObjectStore
 
 log = logging.getLogger("i2v.retention")
-
-JOBS_PREFIX = "jobs/"
-"""Every job's objects live under this prefix (:func:`contracts.keys.job_prefix`)."""
 
 
 def sweep(store: ObjectStore, days: int, now: datetime | None = None) -> int:
