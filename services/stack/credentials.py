@@ -6,13 +6,14 @@ Deleting the file (or one user's entry) and restarting the stack rotates them (d
 """
 
 import json
-import os
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
+
+from infra.process import write_private
 
 NATS_FILE = Path("credentials") / "nats.json"
 # The passwords are 256-bit random strings: a costly hash adds nothing to their strength, and
@@ -47,14 +48,3 @@ def nats_logins(state_dir: Path, users: Iterable[str], rotate: Iterable[str] = (
     if changed:
         write_private(path, json.dumps(stored, indent=2))
     return {user: NatsLogin(user, entry["password"], entry["bcrypt"]) for user, entry in stored.items()}
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write ``text`` atomically, the folder 0700 and the file 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
-    partial = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(partial, path)

@@ -176,7 +176,8 @@ def write_nats_auth(folder: Path, rotate: Iterable[str] = ()) -> Path:
     """For a nats-server of one's own: ``folder/nats-auth.conf`` (hashes and permissions, to ``include``
     in the server's configuration) and ``folder/<user>.env`` per user, all owner-only. Passwords are
     kept in ``folder`` (services/stack/credentials.py) across runs; those of ``rotate`` are replaced."""
-    from services.stack.credentials import nats_logins, write_private
+    from infra.process import write_private
+    from services.stack.credentials import nats_logins
 
     logins = nats_logins(folder, USERS, rotate=rotate)
     for user, login in logins.items():

@@ -6,10 +6,11 @@ removes it when it stops; a stack killed with -9 leaves it behind, and commands 
 cannot reach the servers it names.
 """
 
-import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
+
+from infra.process import write_private
 
 STACK_FILE = "stack.env"
 DEFAULT_STATE_DIR = Path(".i2v")
@@ -26,12 +27,7 @@ def stack_file(state_dir: Path) -> Path:
 def write_stack_file(state_dir: Path, env: Mapping[str, str]) -> Path:
     """Write ``env`` atomically, readable by the owner only; returns the file's path."""
     path = stack_file(state_dir)
-    partial = path.with_name(f".{STACK_FILE}.{os.getpid()}")
-    text = "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items()))
-    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(partial, path)
+    write_private(path, "".join(f"{key}={shlex.quote(value)}\n" for key, value in sorted(env.items())))
     return path
 
 
