@@ -21,6 +21,14 @@ ACCOUNT = "bench"
 """The account the gateway's API key belongs to, with 10**9 points."""
 
 
+def status_kib(pid: int, field: str) -> int:
+    """A ``/proc/<pid>/status`` figure in KiB: ``VmRSS`` (resident now) or ``VmHWM`` (its high-water mark)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for process {pid}")
+
+
 class GatewayDidNotStart(RuntimeError):
     """The gateway exited, or was not ready within a minute; ``log`` is the end of its log."""
 

@@ -26,20 +26,13 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from bench.gateway_process import ACCOUNT, GatewayDidNotStart, served_gateway  # noqa: E402
+from bench.gateway_process import ACCOUNT, GatewayDidNotStart, served_gateway, status_kib  # noqa: E402
 from contracts.failures import FailureCode  # noqa: E402
 from contracts.messages import JobFailed, JobSpec, StageProgress  # noqa: E402
 from contracts.params import GenerationParams  # noqa: E402
 from contracts.stages import Stage  # noqa: E402
 from infra.ports import LOOPBACK  # noqa: E402
 from services.bus.publishing import route  # noqa: E402
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 class Follower:
@@ -92,7 +85,7 @@ async def bench(args: argparse.Namespace, port: int, key: str, nats_url: str, ga
             response = await c.post("/v1/jobs", json=body)
             response.raise_for_status()
             jobs.append(response.json())
-    idle_rss = rss_kib(gateway_pid)
+    idle_rss = status_kib(gateway_pid, "VmRSS")
 
     received: dict[tuple[str, int], list[float]] = {}
     followers = [Follower(port, key, jobs[i % len(jobs)]["id"], received) for i in range(args.clients)]
@@ -104,7 +97,7 @@ async def bench(args: argparse.Namespace, port: int, key: str, nats_url: str, ga
         await asyncio.gather(*(f.connected.wait() for f in batch))
     connect_s = time.perf_counter() - t0
     await asyncio.sleep(1.0)
-    connected_rss = rss_kib(gateway_pid)
+    connected_rss = status_kib(gateway_pid, "VmRSS")
 
     nc = await nats.connect(nats_url)
     js = nc.jetstream()

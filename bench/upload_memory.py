@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from PIL import Image  # noqa: E402
 
-from bench.gateway_process import served_gateway  # noqa: E402
+from bench.gateway_process import served_gateway, status_kib  # noqa: E402
 from infra.ports import LOOPBACK  # noqa: E402
 
 GOAL_MIB = 600
@@ -42,13 +42,6 @@ def big_image(kind: str) -> bytes:
     else:
         Image.new("RGB", (7680, 5184), (30, 120, 200)).save(out, format="JPEG", quality=90)
     return out.getvalue()
-
-
-def status_kib(pid: int, field: str) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {field} for process {pid}")
 
 
 @dataclass
