@@ -66,12 +66,11 @@ async def current_caller(request: Request, gateway: GatewayDep) -> Caller:
     on a GET or HEAD of the resource it was made for."""
     header = request.headers.get("authorization")
     if header is not None:
-        scheme, _, credential = header.partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential or credential.startswith(TOKEN_PREFIX):
+        key = bearer_key(header)
+        if key is None:
             raise unauthorized("the Authorization header must be `Bearer <API key>`")
-        digest = hash_api_key(credential)
-        account = await _account_of(gateway, digest)
+        digest = hash_api_key(key)
+        account = await account_of(gateway, digest)
         if account is None:
             raise unauthorized("this API key is not valid")
         return Caller(account, digest, Credential.KEY)
@@ -106,19 +105,25 @@ async def current_account(caller: CurrentCaller) -> str:
 CurrentAccount = Annotated[str, Depends(current_account)]
 
 
-async def key_account(gateway: Gateway, key: str) -> str | None:
-    """The account an API key belongs to, asked of the ledger every time: a changed key stops at once."""
-    return await _account_of(gateway, hash_api_key(key))
+def bearer_key(header: str) -> str | None:
+    """The API key an ``Authorization`` header carries as ``Bearer <key>``; None for anything else
+    (another scheme, nothing, or a token, which is never taken there)."""
+    scheme, _, key = header.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key or key.startswith(TOKEN_PREFIX):
+        return None
+    return key
 
 
-async def _account_of(gateway: Gateway, key_hash: str) -> str | None:
+async def account_of(gateway: Gateway, key_hash: str) -> str | None:
+    """The account whose API key has this hash, asked of the ledger every time: a changed key stops at once."""
     account: str | None = await anyio.to_thread.run_sync(gateway.ledger.account_for_key_hash, key_hash)
     return account
 
 
 async def _still_valid(gateway: Gateway, token: Token) -> str:
     """The token's account while that account's key is the one the token was made under."""
-    if await _account_of(gateway, token.key_hash) != token.account:
+    if await account_of(gateway, token.key_hash) != token.account:
         raise unauthorized("the account's API key has changed since this was issued; log in again")
     return token.account
 

@@ -3,14 +3,15 @@
 import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 
-from services.gateway.auth import TOKEN_PREFIX, TokenKind, hash_api_key, job_in
+from services.gateway.auth import TokenKind, hash_api_key, job_in
 from services.gateway.dependencies import (
     COMMON_ERRORS,
     SESSION_COOKIE,
     Credential,
     CurrentCaller,
     GatewayDep,
-    key_account,
+    account_of,
+    bearer_key,
     require_same_origin,
     unauthorized,
 )
@@ -27,15 +28,14 @@ router = APIRouter(prefix="/v1", tags=["auth"], responses=COMMON_ERRORS)
 async def create_session(request: Request, response: Response, gateway: GatewayDep) -> Session:
     """Trade an API key (Bearer) for a session cookie, so the page's `<video>` and EventSource work.
     The cookie works only as a cookie, and only until the account's key changes."""
-    header = request.headers.get("authorization", "")
-    scheme, _, key = header.partition(" ")
-    key = key.strip()
-    if scheme.lower() != "bearer" or not key or key.startswith(TOKEN_PREFIX):
+    key = bearer_key(request.headers.get("authorization", ""))
+    if key is None:
         raise unauthorized("log in with `Authorization: Bearer <API key>`")
-    account = await key_account(gateway, key)
+    digest = hash_api_key(key)
+    account = await account_of(gateway, digest)
     if account is None:
         raise unauthorized("this API key is not valid")
-    token = gateway.signer.issue(account, SESSION_TTL_S, kind=TokenKind.SESSION, key_hash=hash_api_key(key))
+    token = gateway.signer.issue(account, SESSION_TTL_S, kind=TokenKind.SESSION, key_hash=digest)
     response.set_cookie(
         SESSION_COOKIE,
         gateway.signer.encode(token),
