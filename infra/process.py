@@ -58,10 +58,15 @@ def log_tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text.splitlines()[-lines:] if line.strip())
 
 
+def private_dir(path: Path) -> None:
+    """Make ``path`` (and missing parents) and leave it the owner's only, 0700, even if it existed."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` atomically, the folder 0700 and the file 0600 from the first byte."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    private_dir(path.parent)
     partial = path.with_name(f".{path.name}.{os.getpid()}")
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
@@ -145,8 +150,7 @@ class ManagedProcess(ABC):
 
         ``state_dir`` is the owner's only: the server's data files are readable by whoever reaches them.
         """
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        private_dir(self.state_dir)
 
     def _after_exit(self) -> None:
         """Clean up after the process has gone; called after every launch that is reaped."""

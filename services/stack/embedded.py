@@ -33,6 +33,7 @@ import nats
 
 from infra.nats_server import NatsServer
 from infra.ports import LOOPBACK, free_port
+from infra.process import private_dir
 from infra.seaweed import SeaweedS3
 from services.bus.connection import nats_options
 from services.bus.streams import ensure_streams
@@ -93,8 +94,7 @@ class EmbeddedStack:
     def start(self, timeout: float = 180.0) -> None:
         self.state_dir = self.state_dir.resolve()
         # Data, logs, ledger and credentials: the owner's only.
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.state_dir, 0o700)
+        private_dir(self.state_dir)
         # Taken once: a child restarted later gets the settings its siblings got.
         self._shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_") and k not in _PER_PROCESS}
         t0 = time.perf_counter()
