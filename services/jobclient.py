@@ -32,6 +32,9 @@ log = logging.getLogger("i2v.jobclient")
 
 CONNECT_TIMEOUT_S = 5.0
 """How long a first connection may take before the server is reported unreachable."""
+PUBLISH_TIMEOUT_S = 10.0
+PUBLISH_ATTEMPTS = 3
+"""A stream ack may wait PUBLISH_TIMEOUT_S; an unacked publish is sent again (same Nats-Msg-Id) this often."""
 
 
 def new_job_id() -> str:
@@ -103,6 +106,7 @@ class JobClient:
         self._nc = nc
         self._js = nc.jetstream()
         self._store = store
+        self.publish_timeout_s = PUBLISH_TIMEOUT_S
 
     @classmethod
     async def from_settings(
@@ -301,7 +305,19 @@ class JobClient:
         where = route(message)
         headers = {"Nats-Msg-Id": where.msg_id, "content-type": "application/json"}
         propagate.inject(headers)
-        await self._js.publish(where.subject, message.model_dump_json().encode(), stream=where.stream, headers=headers)
+        body = message.model_dump_json().encode()
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await self._js.publish(
+                    where.subject, body, stream=where.stream, headers=headers, timeout=self.publish_timeout_s
+                )
+                return
+            except nats.errors.TimeoutError:
+                # The stream's ack is late (a busy server), not refused: the same Nats-Msg-Id again is
+                # deduplicated by the stream, so asking again cannot store the message twice.
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise
+                log.warning("no ack for %s within %gs; publishing it again", where.msg_id, self.publish_timeout_s)
 
     async def follow(self, job_id: str, after_sequence: int = 0) -> AsyncIterator[Followed]:
         """Yield the job's events from the start (or after a sequence) until a terminal event."""
