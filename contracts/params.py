@@ -37,6 +37,9 @@ Interpolator = Literal["dis", "rife"]
 LoopMode = Literal["none", "pingpong", "crossfade"]
 VideoFormatName = Literal["mp4", "webm", "gif", "webp", "av1"]
 QualityName = Literal["low", "medium", "high"]
+PresetName = Literal["", "portrait", "landscape", "product", "auto"]
+"""A preset fills the knobs a user left unset from the picture (``pipeline.presets``); ``auto`` picks
+portrait, landscape or product from what the picture shows; ``""`` is no preset."""
 MIN_FPS_CONDITIONING, MAX_FPS_CONDITIONING = 1, 30
 """Range of the fps SVD may be told its frames are apart (SVD was trained on 3 to 30 fps)."""
 
@@ -75,6 +78,13 @@ class GenerationParams(BaseModel):
             description="fps SVD is conditioned on; default: its native frames spread over the duration",
         ),
     ] = None
+    preset: Annotated[
+        PresetName,
+        Field(
+            description="portrait, landscape, product or auto (chosen from the picture): fills the parameters"
+            " not given; empty for none. A job records the preset applied and the values it chose"
+        ),
+    ] = ""
 
     @field_validator("motion_prompt")
     @classmethod
