@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     )
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=1024, description="size at which log_file is rotated")
     log_backups: int = Field(3, ge=1, description="rotated copies of log_file kept (log_file.1 ... .N)")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="port of the process's /healthz, /readyz and Prometheus /metrics; unset serves none",
+    )
+    metrics_host: str = Field("127.0.0.1", description="address the metrics server binds (0.0.0.0 in a container)")
 
     def resolved_ledger_dsn(self) -> str:
         return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")

@@ -1,13 +1,21 @@
-"""OpenTelemetry setup: one tracer provider per process; trace context rides in message headers."""
+"""OpenTelemetry setup: one tracer provider per process; trace context rides in message headers.
+
+Spans go to a JSON-lines file (``I2V_TRACE_FILE``, what the tests read) and, when the standard
+``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) is set, to that collector over
+OTLP/HTTP in batches; the exporter reads the other standard ``OTEL_EXPORTER_OTLP_*`` variables itself.
+"""
 
 import json
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -47,8 +55,16 @@ class JsonLinesSpanExporter(SpanExporter):
 
 
 def tracer_provider(service: str, trace_file: Path | None) -> TracerProvider:
-    """A provider named after the service; exports to ``trace_file`` when set, else keeps spans local."""
+    """A provider named after the service; exports to ``trace_file`` when set and to the OTLP collector the
+    environment names, else keeps spans local. ``shutdown()`` flushes what is batched."""
     provider = TracerProvider(resource=Resource.create({"service.name": f"i2v-{service}"}))
     if trace_file is not None:
         provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(trace_file)))
+    # os.environ, not Settings: these are OpenTelemetry's standard variables, and its exporter reads them there.
+    if any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
+        # Imported only when used: it brings protobuf and an HTTP client with it.
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        # Batched: a collector that is slow or away must not hold up the stage that ended a span.
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider

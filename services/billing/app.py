@@ -17,6 +17,7 @@ from services.billing.stage import BillingStage
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
+from services.metrics import count_job_end
 from services.objectstore import object_store_from
 
 
@@ -46,6 +47,8 @@ def build_app(settings: Settings, *, ledger: Ledger | None = None, store: Object
             if voided is not None:
                 # Published before the ack: a crash in between settles again, and the id dedups it.
                 anyio.from_thread.run(kit.publisher.publish, voided)
+            # Here, once settled: billing's consumer sees each terminal event once, whoever published it.
+            count_job_end(event, voided=voided is not None)
 
         await runner().handle_event(NatsDelivery(msg), settle)
 

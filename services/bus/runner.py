@@ -41,6 +41,7 @@ from services.bus import failpoints
 from services.bus.faults import Fault, JobCancelledError, classify
 from services.bus.ports import CancelCheck, Delivery, Progress, Publisher
 from services.config import Settings
+from services.metrics import count_stage_error, observe_stage
 
 log = logging.getLogger("i2v.runner")
 
@@ -97,6 +98,7 @@ class StageRunner:
             return
         except Exception as exc:
             fault = classify(exc)
+        count_stage_error(self.stage, fault.code)
         if fault.transient and attempt < self._settings.event_max_deliver:
             await self._retry(delivery, f"event on {delivery.subject}", attempt, fault)
             return
@@ -134,13 +136,10 @@ class StageRunner:
                 return
         finally:
             heartbeat.cancel()
+        seconds = time.perf_counter() - started
+        observe_stage(self.stage, seconds)
         await self._publisher.publish(
-            StageFinished(
-                job_id=job.job_id,
-                stage=self.stage,
-                generation=job.generation,
-                seconds=round(time.perf_counter() - started, 4),
-            )
+            StageFinished(job_id=job.job_id, stage=self.stage, generation=job.generation, seconds=round(seconds, 4))
         )
         # 4. Publish before ack: a crash in between redelivers, the stage reuses its stored output and the
         #    republish is dropped by Nats-Msg-Id. The reverse order could lose the job.
@@ -155,6 +154,7 @@ class StageRunner:
 
     async def _fail(self, delivery: Delivery, job: JobSpec, fault: Fault) -> None:
         attempt = delivery.attempt
+        count_stage_error(self.stage, fault.code)
         if fault.transient and attempt < self._settings.max_deliver:
             await self._retry(delivery, f"job {job.job_id}", attempt, fault)
             return
@@ -249,6 +249,7 @@ async def dead_letter_unreadable(
     except ValueError:
         document, code = None, FailureCode.NOT_JSON
     job = _salvage_job(document) if fail_job else None
+    count_stage_error(stage, code)
     reason = f"unreadable message on {delivery.subject}: {_summarize(exc)}"
     log.error("%s: dead-lettering: %s", stage or "no stage", reason)
     letter = DeadLetter(

@@ -33,6 +33,8 @@ from services.bus.ports import Publisher
 from services.bus.runner import StageRunner, dead_letter_unreadable
 from services.bus.streams import ensure_streams
 from services.config import Settings
+from services.health import HealthServer
+from services.metrics import set_queue_pending
 from services.telemetry import tracer_provider
 
 log = logging.getLogger("i2v.service")
@@ -68,6 +70,8 @@ class ServiceKit:
     cancels: CancelRegistry
     _deferred: list[Deferred[Any]] = field(default_factory=list)
     _event_stages: list[tuple[str, Stage]] = field(default_factory=list)
+    _consumers: list[tuple[Stage, str, str]] = field(default_factory=list)
+    """(stage, stream, durable) of each durable consumer: what /readyz and the queue gauge read."""
 
     def deferred(self, build: Callable[[], T]) -> Deferred[T]:
         """``build`` runs once when the app starts (in a worker thread: it may block), before any message."""
@@ -81,6 +85,7 @@ class ServiceKit:
 
     def work_subscriber(self, stage: Stage, *, description: str) -> Callable[[Any], Any]:
         """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours."""
+        self._consumers.append((stage, WORK_STREAM, durable_name(stage)))
         return self._durable_pull(
             work_subject(stage),
             WORK_STREAM,
@@ -99,6 +104,7 @@ class ServiceKit:
         """A durable pull consumer of events on the events stream, shared by all replicas; acks are ours
         (:meth:`StageRunner.handle_event`). Unreadable events are dead-lettered under ``stage``."""
         self._event_stages.append((subject, stage))
+        self._consumers.append((stage, EVENTS_STREAM, durable))
         return self._durable_pull(
             subject,
             EVENTS_STREAM,
@@ -147,9 +153,42 @@ class ServiceKit:
         settings = self.settings
 
         connections: list[NatsClient] = []
+        health: list[HealthServer] = []
+        consuming: list[bool] = []
+
+        async def not_ready() -> str | None:
+            if not connections or not connections[0].is_connected:
+                return "not connected to NATS"
+            if not consuming:
+                return "starting"
+            js = connections[0].jetstream()
+            for _stage, stream, durable in self._consumers:
+                try:
+                    await js.consumer_info(stream, durable, timeout=2)
+                except Exception as exc:
+                    return f"consumer {durable} on {stream}: {type(exc).__name__}"
+            return None
+
+        async def read_queues() -> None:
+            js = connections[0].jetstream() if connections and connections[0].is_connected else None
+            for stage, stream, durable in self._consumers:
+                pending = None
+                if js is not None:
+                    try:
+                        info = await js.consumer_info(stream, durable, timeout=2)
+                        pending = (info.num_pending or 0) + (info.num_ack_pending or 0)
+                    except Exception:
+                        log.debug("could not read consumer %s on %s", durable, stream, exc_info=True)
+                set_queue_pending(stage, durable, pending)
 
         @app.on_startup
         async def _streams() -> None:
+            if settings.metrics_port is not None:
+                # First, so /healthz answers (and /readyz says why not) while a model loads.
+                server = HealthServer(settings.metrics_host, settings.metrics_port, not_ready, read_queues)
+                await server.start()
+                health.append(server)
+                log.info("%s metrics on http://%s:%d/metrics", self.name, settings.metrics_host, server.port)
             nc = await nats.connect(
                 settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
             )
@@ -166,9 +205,12 @@ class ServiceKit:
             await self.cancels.stop()
             for nc in connections:
                 await nc.close()
+            for server in health:
+                await server.stop()
 
         @app.after_startup
         async def _ready() -> None:
+            consuming.append(True)
             log.info("%s consuming from %s", self.name, settings.nats_url)
             if settings.ready_file is not None:
                 settings.ready_file.parent.mkdir(parents=True, exist_ok=True)

@@ -294,6 +294,8 @@ def _stack_up(state_dir: Path | None) -> int:
             flush=True,
         )
         print(f"web page and API: {stack.gateway_url}", flush=True)
+        for name, url in stack.metrics_urls.items():
+            print(f"metrics {name}: {url}", flush=True)
         print(f"an API key for the page: i2v accounts key {LOCAL_ACCOUNT} --state-dir {state_dir}", flush=True)
         print("stack up; Ctrl-C stops everything", flush=True)
         while not stopping:

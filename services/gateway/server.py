@@ -10,6 +10,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.config import Settings
 from services.gateway.app import build_app
+from services.gateway.runtime import Gateway
+from services.health import HealthServer
 
 log = logging.getLogger("i2v.gateway")
 
@@ -83,8 +85,35 @@ def uvicorn_server(app: FastAPI, host: str, port: int) -> uvicorn.Server:
 
 
 async def serve_until_stopped(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; touch ``settings.ready_file`` once the socket accepts."""
-    server = uvicorn_server(build_app(settings), settings.gateway_host, settings.gateway_port)
+    """Serve until SIGINT/SIGTERM; touch ``settings.ready_file`` once the socket accepts. With
+    ``settings.metrics_port``, /healthz, /readyz and /metrics answer there from before the app starts."""
+    app = build_app(settings)
+    server = uvicorn_server(app, settings.gateway_host, settings.gateway_port)
+    health = None
+    if settings.metrics_port is not None:
+        health = HealthServer(
+            settings.metrics_host, settings.metrics_port, lambda: _not_ready(server, app.state.gateway)
+        )
+        await health.start()
+    try:
+        await _serve(server, settings)
+    finally:
+        if health is not None:
+            await health.stop()
+
+
+async def _not_ready(server: uvicorn.Server, gateway: Gateway) -> str | None:
+    """Ready once serving, connected to NATS and folding events into the jobs index without error."""
+    if not server.started:
+        return "starting"
+    if gateway.nc is None or not gateway.nc.is_connected:
+        return "not connected to NATS"
+    if gateway.writer is None or gateway.writer.error is not None:
+        return f"jobs index: {gateway.writer.error if gateway.writer is not None else 'not started'}"
+    return None
+
+
+async def _serve(server: uvicorn.Server, settings: Settings) -> None:
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():

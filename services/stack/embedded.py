@@ -32,7 +32,7 @@ from typing import Any
 import nats
 
 from infra.nats_server import NatsServer
-from infra.ports import LOOPBACK, free_port
+from infra.ports import LOOPBACK, free_ports
 from infra.process import private_dir
 from infra.seaweed import SeaweedS3
 from services.bus.connection import nats_options
@@ -52,7 +52,14 @@ LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _PER_PROCESS = frozenset(
-    {"I2V_READY_FILE", "I2V_LOG_FILE", "I2V_NATS_USER", "I2V_NATS_PASSWORD", "I2V_NATS_INBOX_PREFIX"}
+    {
+        "I2V_READY_FILE",
+        "I2V_LOG_FILE",
+        "I2V_NATS_USER",
+        "I2V_NATS_PASSWORD",
+        "I2V_NATS_INBOX_PREFIX",
+        "I2V_METRICS_PORT",
+    }
 )
 """Set per child by the stack; never taken from the shell nor shared."""
 
@@ -77,6 +84,8 @@ class EmbeddedStack:
     nats: NatsServer | None = None
     s3: SeaweedS3 | None = None
     gateway_port: int | None = None
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each child's /healthz, /readyz and /metrics port, chosen at start and kept across its restarts."""
     _children: dict[str, _Child] = field(default_factory=dict)
     _shell: dict[str, str] = field(default_factory=dict)
     _logins: dict[str, NatsLogin] = field(default_factory=dict)
@@ -106,8 +115,11 @@ class EmbeddedStack:
             self.nats.start()
             self.s3.start()
             self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
+            # Chosen together so that no two are the same.
+            ports = free_ports(len(self.services) + 1)
             if "gateway" in self.services and self.gateway_port is None:
-                self.gateway_port = free_port()
+                self.gateway_port = ports[-1]
+            self.metrics_ports = dict(zip(self.services, ports, strict=False))
             _in_own_loop(self._declare_streams)
             object_store_from(self.settings()).ensure_bucket()
             for name in self.services:
@@ -174,6 +186,12 @@ class EmbeddedStack:
         assert self.gateway_port is not None, "the stack runs no gateway"
         return f"http://{LOOPBACK}:{self.gateway_port}"
 
+    @property
+    def metrics_urls(self) -> dict[str, str]:
+        """Each service's Prometheus /metrics (its /healthz and /readyz beside it), by service name."""
+        host = self._env().get("I2V_METRICS_HOST", LOOPBACK)
+        return {name: f"http://{host}:{port}/metrics" for name, port in self.metrics_ports.items()}
+
     def settings(self) -> Settings:
         """What ``i2v`` commands of this stack read: :meth:`env`, parsed (NATS as the client user)."""
         return settings_from(self.env())
@@ -218,6 +236,7 @@ class EmbeddedStack:
             **self._nats_login(name),
             "I2V_READY_FILE": str(ready),
             "I2V_LOG_FILE": str(self.log_path(name)),
+            "I2V_METRICS_PORT": str(self.metrics_ports[name]),
         }
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(

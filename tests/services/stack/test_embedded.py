@@ -36,6 +36,7 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
         folder_mode = stat.S_IMODE(state.stat().st_mode)
         assert stack.nats is not None
         nats_url = stack.nats.url
+        metrics_port = stack.metrics_ports["billing"]
         bucket_there = minio_client(settings.s3_endpoint, settings.s3_access_key, settings.s3_secret_key).bucket_exists(
             "shell-bucket"
         )
@@ -51,6 +52,7 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
     # made the demo account there.
     assert child.pop("I2V_READY_FILE")
     assert child.pop("I2V_LOG_FILE").endswith("billing.log")
+    assert child.pop("I2V_METRICS_PORT") == str(metrics_port)
     assert settings_from(child) == as_billing
     assert as_billing.model_copy(update={"nats_user": "", "nats_password": ""}) == settings.model_copy(
         update={"nats_user": "", "nats_password": ""}
