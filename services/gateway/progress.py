@@ -5,7 +5,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from contracts.failures import FailureCode
 from contracts.messages import (
@@ -95,6 +95,8 @@ class JobOutput(BaseModel):
     width: int
     height: int
     size_bytes: int
+    format: str = Field("mp4", description="mp4, webm, gif, webp or av1")
+    content_type: str = Field("video/mp4", description="the media type the video is served with")
 
     @classmethod
     def of(cls, event: JobCompleted) -> "JobOutput":

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.params import GenerationParams
 from contracts.stages import Stage
+from pipeline.camera import parse_motion_prompt
 from services.gateway.auth import LINK_RESOURCE
 from services.gateway.progress import JobError, JobOutput, JobStatus, JobView
 
@@ -25,6 +26,18 @@ class JobLinks(BaseModel):
         )
 
 
+class CameraResource(BaseModel):
+    """The motion prompt as the camera reads it (SVD reads no text): the move, and what was not understood."""
+
+    words: list[str] = Field(description='the parsed move in English words, e.g. ["slow", "zoom", "in"]; ["static"]')
+    unknown: list[str] = Field(description="words of the motion prompt that were not understood")
+
+    @classmethod
+    def of(cls, motion_prompt: str) -> "CameraResource":
+        move = parse_motion_prompt(motion_prompt)
+        return cls(words=list(move.words), unknown=list(move.unknown))
+
+
 class JobResource(BaseModel):
     id: str
     status: JobStatus
@@ -36,6 +49,7 @@ class JobResource(BaseModel):
     price: int = Field(description="points; reserved before any GPU work, refunded if the job does not finish")
     seed: int
     parameters: GenerationParams
+    camera: CameraResource
     timings: dict[Stage, float] = Field(description="seconds per finished stage")
     error: JobError | None = None
     cancel_requested: bool = False
@@ -57,6 +71,7 @@ class JobResource(BaseModel):
             price=view.price,
             seed=view.params.seed,
             parameters=view.params,
+            camera=CameraResource.of(view.params.motion_prompt),
             timings=view.timings,
             error=view.error,
             cancel_requested=view.cancel_requested,

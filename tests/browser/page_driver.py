@@ -120,6 +120,47 @@ def cancel_then_run_again(url: str, api_key: str, image: Path, timeout_s: float 
     return run
 
 
+@dataclass
+class FormatRun:
+    """What a run with the page's video options saw: the card's picture, its camera line, the dialog."""
+
+    media_tag: str = ""
+    natural_width: int = 0
+    camera_line: str = ""
+    facts: str = ""
+    dialog_shows_image: bool = False
+    console_errors: list[str] = field(default_factory=list)
+
+
+def generate_with_video_options(url: str, api_key: str, image: Path, timeout_s: float = 150.0) -> FormatRun:
+    """Generate an animated WebP, ping-pong loop, stabilized, with a camera move, and look at the card."""
+    run = FormatRun()
+    with logged_in_page(url, api_key, run.console_errors) as page:
+        _fill_form(page, image, PageRun())
+        page.fill("#motion-prompt", "slow zoom in, sparkle")
+        page.click("label[for=loop-pingpong]")
+        page.select_option("#format", "webp")
+        page.select_option("#quality", "low")
+        page.check("#stabilize")
+        page.click("#generate")
+        _watch_progress(page, PageRun(), timeout_s)
+        card = ".item:first-child"
+        page.wait_for_function(
+            f"() => {{ const i = document.querySelector('{card} .media img'); return i && i.naturalWidth > 0; }}",
+            timeout=20_000,
+        )
+        run.media_tag = page.evaluate(f"document.querySelector('{card} .media').firstElementChild.tagName")
+        run.natural_width = int(page.evaluate(f"document.querySelector('{card} .media img').naturalWidth"))
+        run.camera_line = page.inner_text(f"{card} .camera")
+        run.facts = page.inner_text(f"{card} .facts")
+        page.click(f"{card} .enlarge")
+        page.wait_for_function("() => document.querySelector('#player-img').naturalWidth > 0", timeout=10_000)
+        run.dialog_shows_image = page.is_visible("#player-img") and not page.is_visible("#player-video")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "gateway-page-webp.png"), full_page=True)
+    return run
+
+
 def _log_in(page: Page, api_key: str) -> None:
     page.wait_for_selector("#login:not([hidden])")
     page.fill("#api-key", api_key)

@@ -13,7 +13,13 @@ import pytest
 from services.billing.ledger import open_ledger
 from services.gateway.auth import hash_api_key, new_api_key
 from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-from tests.browser.page_driver import CHROMIUM, ROOT, cancel_then_run_again, generate_through_page
+from tests.browser.page_driver import (
+    CHROMIUM,
+    ROOT,
+    cancel_then_run_again,
+    generate_through_page,
+    generate_with_video_options,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -89,4 +95,14 @@ def test_the_page_follows_a_cancelled_job_run_again_to_its_video(stack: Embedded
     assert run.percents[-1] == 100 and run.percents == sorted(run.percents), run.percents
     assert run.status_after.lower() == "succeeded"
     assert run.video_duration == pytest.approx(2.0, abs=0.2)
+    assert all("401" in e for e in run.console_errors), run.console_errors
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_makes_an_animated_webp_and_shows_the_camera_it_read(stack: EmbeddedStack) -> None:
+    run = generate_with_video_options(stack.gateway_url, api_key(stack, 100), HARBOR)
+    assert run.media_tag == "IMG" and run.natural_width == 256  # an animated WebP plays in an <img>
+    assert run.camera_line == "camera: slow zoom in · not understood: sparkle"
+    assert "webp" in run.facts
+    assert run.dialog_shows_image
     assert all("401" in e for e in run.console_errors), run.console_errors

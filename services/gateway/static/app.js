@@ -189,6 +189,12 @@ $("job-form").addEventListener("submit", async (e) => {
   form.append("steps", $("steps").value);
   form.append("cfg_scale", $("cfg").value);
   form.append("seed", $("seed").value || "-1");
+  form.append("min_cfg", $("min-cfg").value);
+  form.append("loop", chosen("loop"));
+  form.append("format", $("format").value);
+  form.append("quality", $("quality").value);
+  form.append("interpolator", $("interpolator").value);
+  form.append("stabilize", $("stabilize").checked ? "true" : "false");
   $("generate").disabled = true;
   try {
     const job = await api("/v1/jobs", { method: "POST", body: form });
@@ -366,24 +372,34 @@ function upsertCard(job, first = false) {
   const p = job.parameters;
   const done = job.status === "succeeded";
   const size = job.output ? ` · ${formatBytes(job.output.size_bytes)}` : "";
-  card.querySelector(".facts").textContent = `${p.duration} s · ${p.fps} fps${size}`;
+  card.querySelector(".facts").textContent = `${p.duration} s · ${p.fps} fps · ${p.format}${size}`;
+  card.querySelector(".camera").textContent = cameraLine(job.camera);
   card.querySelector(".enlarge").hidden = !done;
   card.querySelector(".download").hidden = !done;
   card.querySelector(".cancel-job").hidden = FINISHED.has(job.status);
   card.querySelector(".replay-job").hidden = !REPLAYABLE.has(job.status) || job.deleted;
   card.querySelector(".delete").hidden = !FINISHED.has(job.status);
   card.querySelector(".download").href = `${job.links.video}?download=1`;
-  if (done && !media.querySelector("video")) {
-    const video = document.createElement("video");
-    video.controls = true;
-    video.preload = "metadata";
-    video.playsInline = true;
-    video.muted = true;
-    video.loop = true;
-    video.poster = job.links.poster;
-    video.src = job.links.video;
-    video.setAttribute("aria-label", `Video ${job.id}, ${p.duration} seconds at ${p.fps} fps`);
-    media.replaceChildren(video);
+  if (done && !media.querySelector("video, img")) {
+    const label = `Video ${job.id}, ${p.duration} seconds at ${p.fps} fps`;
+    if (isAnimatedImage(job)) {
+      // GIF and animated WebP play in an <img>, as browsers do not take them as <video> sources.
+      const img = document.createElement("img");
+      img.src = job.links.video;
+      img.alt = label;
+      media.replaceChildren(img);
+    } else {
+      const video = document.createElement("video");
+      video.controls = true;
+      video.preload = "metadata";
+      video.playsInline = true;
+      video.muted = true;
+      video.loop = true;
+      video.poster = job.links.poster;
+      video.src = job.links.video;
+      video.setAttribute("aria-label", label);
+      media.replaceChildren(video);
+    }
   } else if (!done) {
     media.textContent = FINISHED.has(job.status) ? job.status : `${job.status} · ${job.progress}%`;
   }
@@ -394,9 +410,23 @@ function upsertCard(job, first = false) {
   } else if (err) err.remove();
 }
 
+function isAnimatedImage(job) {
+  return Boolean(job.output && job.output.content_type.startsWith("image/"));
+}
+
+// "camera: slow zoom in, slow pan left · not understood: sparkle" (the words the server parsed).
+function cameraLine(camera) {
+  if (!camera) return "";
+  const moves = [];
+  for (let i = 0; i + 2 < camera.words.length; i += 3) moves.push(camera.words.slice(i, i + 3).join(" "));
+  const move = moves.length ? moves.join(", ") : camera.words.join(" ");
+  const unknown = camera.unknown.length ? ` · not understood: ${camera.unknown.join(" ")}` : "";
+  return move === "static" && !unknown ? "" : `camera: ${move}${unknown}`;
+}
+
 function updateCardProgress(view) {
   const card = cardOf(view.id);
-  if (!card || card.querySelector("video")) return;
+  if (!card || card.querySelector(".media video, .media img")) return;
   card.querySelector(".media").textContent = `${view.status} · ${view.progress}%`;
   const status = card.querySelector(".status");
   status.textContent = view.status;
@@ -417,13 +447,23 @@ async function deleteJob(id) {
 
 function enlarge(id) {
   const video = $("player-video");
+  const img = $("player-img");
+  const animated = Boolean(cardOf(id) && cardOf(id).querySelector(".media img"));
+  video.hidden = animated;
+  img.hidden = !animated;
+  $("player-title").textContent = `Video ${id}`;
+  if (animated) {
+    img.src = `/v1/jobs/${id}/video`;
+    img.alt = `Video ${id}`;
+    $("player").showModal();
+    return;
+  }
   video.src = `/v1/jobs/${id}/video`;
   video.poster = `/v1/jobs/${id}/poster`;
-  $("player-title").textContent = `Video ${id}`;
   $("player").showModal();
   video.play().catch(() => null);
 }
-$("player").addEventListener("close", () => { $("player-video").pause(); });
+$("player").addEventListener("close", () => { $("player-video").pause(); $("player-img").removeAttribute("src"); });
 
 function formatBytes(n) {
   if (n < 1024) return `${n} B`;
