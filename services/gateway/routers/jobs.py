@@ -1,5 +1,7 @@
 """Jobs: submit, list, status, events (SSE), cancel, replay, delete, and the video and poster."""
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -20,7 +22,7 @@ from services.gateway.jobs_index import Idempotency
 from services.gateway.media import entity_tag, matches, media_headers, media_response
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
-from services.gateway.schemas import JobPage, JobResource
+from services.gateway.schemas import JobLinks, JobPage, JobResource
 from services.gateway.submission import body_type, fingerprint, openapi_body, params_from, read_submission, submit
 from services.jobclient import JobNotFoundError, JobStateError
 
@@ -37,12 +39,32 @@ _STATE_CONFLICT: dict[int | str, dict[str, Any]] = {
 }
 
 
+MAX_WAIT_S = 60
+"""Longest ``Prefer: wait`` honoured; a longer one is held to this (and says so in ``Preference-Applied``)."""
+
+_PREFERENCE_APPLIED = {
+    "Preference-Applied": {
+        "description": "`wait=N`: the `Prefer: wait` this answer honoured (N at most 60)",
+        "schema": {"type": "string", "pattern": "^wait=[0-9]+$"},
+    }
+}
+
+
 @router.post(
     "",
     status_code=202,
     response_model=JobResource,
     openapi_extra=openapi_body(),
     responses={
+        200: {
+            "model": JobResource,
+            "description": "with `Prefer: wait=N`: the job ended within N seconds; this is the job as it ended",
+            "headers": _PREFERENCE_APPLIED,
+        },
+        202: {
+            "description": "queued (or, with `Prefer: wait=N`, still running after N seconds); follow `Location`",
+            "headers": _PREFERENCE_APPLIED,
+        },
         402: {"model": ErrorResponse, "description": "the account's points do not cover the price"},
         409: {"model": ErrorResponse, "description": "a twin request with this Idempotency-Key just failed"},
         413: {"model": ErrorResponse, "description": "the image is over 25 MB"},
@@ -65,18 +87,75 @@ async def submit_job(
             " charged once; the key with a different request is 422",
         ),
     ] = None,
+    prefer: Annotated[
+        str | None,
+        Header(
+            description="`wait=N` (RFC 7240): hold the answer until the job ends or N seconds pass (at most 60;"
+            " more is held to 60), then 200 with the ended job or 202; other or malformed preferences are ignored",
+        ),
+    ] = None,
 ) -> JSONResponse:
     """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`.
-    Cheap checks come first (balance, unfinished jobs, the header's size), then the image is decoded."""
+    Cheap checks come first (balance, unfinished jobs, the header's size), then the image is decoded.
+    `Prefer: wait=N` answers 200 with the finished job when it ends within N seconds (a short job in one
+    round trip), else 202 as without it; either answer then carries `Preference-Applied: wait=N`."""
     image, fields = await read_submission(request, gateway.max_upload_bytes)
     params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
     idempotency = Idempotency(idempotency_key, fingerprint(image, params)) if idempotency_key else None
     view, new = await submit(gateway, account, image, params, idempotency)
-    resource = JobResource.of(view)
-    headers = {"Location": resource.links.self}
+    # `prefer` above documents the header; every Prefer field is read here, since a client may send several.
+    wait_s = wait_preference(request.headers.getlist("prefer"))
+    headers = {"Location": JobLinks.of(view.job_id).self}
+    if wait_s is not None:
+        view = await _until_ended(gateway, view, wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s}"
     if not new:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(resource.model_dump(mode="json"), status_code=202, headers=headers)
+    resource = JobResource.of(view)
+    return JSONResponse(
+        resource.model_dump(mode="json"),
+        status_code=200 if wait_s is not None and view.terminal else 202,
+        headers=headers,
+    )
+
+
+def wait_preference(values: list[str]) -> int | None:
+    """Seconds of the first ``wait`` preference in the ``Prefer`` header fields, held to :data:`MAX_WAIT_S`;
+    None when there is none or it is malformed (RFC 7240: a preference the server cannot read is ignored)."""
+    for value in values:
+        for preference in value.split(","):
+            token, _, parameter = preference.partition(";")[0].partition("=")
+            if token.strip().lower() != "wait":
+                continue
+            seconds = parameter.strip().strip('"')
+            if not seconds.isascii() or not seconds.isdigit():
+                return None
+            return min(int(seconds), MAX_WAIT_S)
+    return None
+
+
+async def _until_ended(gateway: Gateway, view: JobView, wait_s: int) -> JobView:
+    """The job once its current generation has ended and the index holds that end, or as it stands after
+    ``wait_s``. Follows the job on the gateway's live feed (the SSE machinery), never polling the index."""
+    if view.terminal:
+        return view
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    last = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            while True:
+                try:
+                    async for item in gateway.events().follow(view.job_id, last, generation=view.generation):
+                        last = item.sequence
+                    break  # the feed ends with the job's end
+                except ClientTooSlowError:
+                    continue  # progress came faster than read: pick up after the last event seen
+        if gateway.writer is not None:
+            # The index folds the end a moment after the feed shows it; read the job from there.
+            await gateway.writer.wait_for(last, max(0.0, deadline - loop.time()))
+    fresh: JobView | None = await anyio.to_thread.run_sync(gateway.index.get, view.job_id)
+    return fresh or view
 
 
 @router.get("", response_model=JobPage)
