@@ -29,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen = sub.add_parser(
         "generate",
         help="make a video from an image through the whole pipeline",
-        description="Make a video from an image. Without --nats/--s3 an embedded stack starts for this one job.",
+        description="Make a video from an image on a running stack (--stack DIR, --nats/--s3, or one answering "
+        "from ./.i2v), else on an embedded stack started for this one job.",
         epilog=(
-            "A running stack (--nats and --s3, or I2V_NATS_URL and I2V_S3_ENDPOINT) also needs its S3 keys in "
+            "--stack DIR reads a running `i2v stack up --state-dir DIR`'s settings from DIR/stack.env. Servers "
+            "named instead (--nats and --s3, or I2V_NATS_URL and I2V_S3_ENDPOINT) also need their S3 keys in "
             "I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY; `i2v stack up` writes all of them to STATE/stack.env "
             "(`set -a; . .i2v/stack.env; set +a` exports them)."
         ),
@@ -66,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--s3", help="S3 endpoint of a running stack; its keys come from I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY"
     )
+    gen.add_argument("--stack", type=Path, metavar="DIR", help="state folder of a running `i2v stack up` to submit to")
     gen.add_argument("--state-dir", type=Path, help="where the embedded stack keeps its data (default: a temp dir)")
     gen.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
 
@@ -119,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay = jobs_sub.add_parser("replay", help="run a failed or cancelled job again from a stage")
     replay.add_argument("job")
     replay.add_argument("--from", dest="from_stage", choices=[s.value for s in Stage], help="default: where it stopped")
-    show_job = jobs_sub.add_parser("show", help="the job's event history")
+    show_job = jobs_sub.add_parser("show", help="the job's status, parameters, price, output and timings")
     show_job.add_argument("job")
+    show_job.add_argument("--json", action="store_true", help="the job's raw event history as JSON")
+    download = jobs_sub.add_parser("download", help="save the job's video")
+    download.add_argument("job")
+    download.add_argument("-o", "--output", type=Path, help="where to write it (default JOB.mp4, or the format's)")
 
     dlq = sub.add_parser("dlq", help="dead letters: commands that exhausted their deliveries")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
@@ -129,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_show.add_argument("id", type=int)
     dlq_replay = dlq_sub.add_parser("replay", help="replay the dead letter's job from its stage")
     dlq_replay.add_argument("id", type=int)
-    for p in (cancel, replay, show_job, dlq_list, dlq_show, dlq_replay):
+    for p in (cancel, replay, show_job, download, dlq_list, dlq_show, dlq_replay):
         p.add_argument(
             "--state-dir", type=Path, help="state folder of the running stack (default I2V_STATE_DIR or ./.i2v)"
         )
@@ -205,11 +212,11 @@ def _generate(args: argparse.Namespace) -> int:
         parse_resolution,
         run_generate,
     )
-    from services.cli.settings import load_settings
+    from services.cli.settings import generate_settings
 
     logging.getLogger().setLevel(logging.WARNING)
-    # generate starts its own stack unless told where one runs: the state folder's file is not read.
-    settings = load_settings(from_stack_file=False, nats_url=args.nats, s3_endpoint=args.s3)
+    # generate starts its own stack unless told where one runs or one answers from the default state folder.
+    settings, running = generate_settings(args.stack, args.nats, args.s3, args.state_dir)
     resolution = parse_resolution(args.resolution) if args.resolution else None
     check_output(args.output)  # before its extension is read as the format: a folder is named as one
     params = params_from(
@@ -235,10 +242,12 @@ def _generate(args: argparse.Namespace) -> int:
     )
     if bool(args.nats) != bool(args.s3):
         raise CliError("--nats and --s3 go together: give both to use a running stack, or neither")
-    if params.interpolator == "rife" and not args.nats and settings.rife_weights is None:
+    if params.interpolator == "rife" and not settings.nats_url and settings.rife_weights is None:
         # The embedded stack's decode stage reads I2V_RIFE_WEIGHTS from here; without it the job would fail.
         raise CliError("--interpolator rife: set I2V_RIFE_WEIGHTS to RIFE's flownet.pkl (or its folder)")
     request = GenerateRequest(args.image, args.output, params, args.account, args.timeout)
+    if running is not None and args.stack is None:
+        print(f"using the stack running from {running} (--state-dir DIR starts one of its own)", file=sys.stderr)
     return run_generate(request, settings, embedded_state=args.state_dir)
 
 
@@ -360,7 +369,9 @@ def _operate(args: argparse.Namespace) -> int:
             return jobs.cancel_job(settings, args.job)
         if args.jobs_command == "replay":
             return jobs.replay_job(settings, args.job, Stage(args.from_stage) if args.from_stage else None)
-        return jobs.show_job(settings, args.job)
+        if args.jobs_command == "download":
+            return jobs.download_job(settings, args.job, args.output)
+        return jobs.show_job(settings, args.job, as_json=args.json)
     if args.dlq_command == "list":
         return jobs.dlq_list(settings)
     if args.dlq_command == "show":

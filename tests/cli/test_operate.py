@@ -177,7 +177,7 @@ async def test_commands_find_the_running_stack_from_its_state_folder(
 
     code, lines, out = i2v("jobs", "show", finished.job_id, cwd=tmp_path)
     assert code == 0, lines
-    assert '"type":"JobCompleted"' in out
+    assert "status:    succeeded" in out.splitlines()
 
     code, lines, _ = i2v("jobs", "cancel", finished.job_id, cwd=tmp_path)
     one_error(code, lines, f"job {finished.job_id} already ended (completed)")
