@@ -5,7 +5,7 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,9 @@ def check_output(output: Path) -> None:
         output.unlink(missing_ok=True)
 
 
-def check_locally(request: GenerateRequest) -> bytes:
-    """Fail fast, before any server starts: the output, the file, the model and the image itself."""
+def check_locally(request: GenerateRequest) -> tuple[bytes, tuple[int, int]]:
+    """Fail fast, before any server starts: the output, the file, the model and the image itself.
+    Returns the image's bytes and the (width, height) the video will be made at."""
     from pipeline.image import ImageRejected, prepare_image
     from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
@@ -80,19 +81,40 @@ def check_locally(request: GenerateRequest) -> bytes:
         raise CliError(str(exc)) from None
     resolution = request.params.resolution
     try:
-        prepare_image(
+        prepared = prepare_image(
             data,
             model_size=(defaults.width, defaults.height),
             requested=(resolution.width, resolution.height) if resolution else None,
         )
     except ImageRejected as exc:
         raise CliError(f"{request.image}: {exc}") from None
-    return data
+    return data, (prepared.width, prepared.height)
+
+
+def with_preset(request: GenerateRequest, data: bytes, video_size: tuple[int, int]) -> GenerateRequest:
+    """The request with its preset resolved against the picture (options given win), each value said
+    with its reason on stderr."""
+    from pipeline.presets import resolve_preset, small_picture
+
+    try:
+        suggestion = resolve_preset(small_picture(data), request.params, video_size)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise CliError(f"--preset {request.params.preset}: {first['loc'][0]}: {first['msg'].lower()}") from None
+    say(f"preset {suggestion.preset}: {suggestion.reasons['preset']}")
+    for name, value in suggestion.values.items():
+        say(f"  --{name.replace('_', '-')} {value}  ({suggestion.reasons[name]})")
+    if suggestion.kept:
+        say(f"  kept as given: {', '.join('--' + name.replace('_', '-') for name in suggestion.kept)}")
+    return replace(request, params=suggestion.params)
 
 
 def run_generate(request: GenerateRequest, settings: Settings, *, embedded_state: Path | None) -> int:
     """Run one job; start the embedded stack first when no NATS/S3 URLs are set."""
-    data = check_locally(request)
+    data, video_size = check_locally(request)
+    if request.params.preset:
+        # Before the job is submitted, so it is priced and recorded with the preset's values.
+        request = with_preset(request, data, video_size)
     with ExitStack() as stack:
         if not (settings.nats_url and settings.s3_endpoint):
             from services.stack.embedded import EmbeddedStack

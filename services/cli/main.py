@@ -14,6 +14,7 @@ from contracts.stages import Stage
 from services.cli.errors import CliError
 
 SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux", "gateway")
+PRESETS = ("portrait", "landscape", "product", "auto")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--min-cfg", type=float, help="guidance on the first frame, 1 to --cfg-scale (default 1)")
     gen.add_argument("--fps-conditioning", type=int, help="fps SVD is told, 1-30 (default: from the frames)")
+    gen.add_argument(
+        "--preset",
+        choices=PRESETS,
+        help="fill the options not given from the picture: portrait, landscape, product, or auto to pick one"
+        " (`i2v suggest IMAGE` shows what it would pick and why)",
+    )
     gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
     gen.add_argument("--nats", help="NATS URL of a running stack (default: start the embedded one)")
     gen.add_argument(
@@ -71,6 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--stack", type=Path, metavar="DIR", help="state folder of a running `i2v stack up` to submit to")
     gen.add_argument("--state-dir", type=Path, help="where the embedded stack keeps its data (default: a temp dir)")
     gen.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+
+    suggest = sub.add_parser(
+        "suggest",
+        help="the preset a picture calls for, and the options it sets, each with a reason",
+        description="Look at IMAGE (faces, a plain background, sky, water, greenery) and say which preset"
+        " `i2v generate --preset` would apply and the options it would set, each with its reason.",
+    )
+    suggest.add_argument("image", type=Path, help="a JPEG, PNG or WebP picture")
+    suggest.add_argument("--preset", choices=PRESETS, default="auto", help="the preset to resolve (default auto)")
+    suggest.add_argument("--model", help="the model the video would be made with (default I2V_MODEL or tiny)")
+    suggest.add_argument("--resolution", help="WxH the video would be made at (default: the model's, aspect kept)")
+    suggest.add_argument("--json", action="store_true", help="print JSON, as POST /v1/suggest answers")
 
     interp = sub.add_parser(
         "interpolate",
@@ -170,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "suggest":
+            return _suggest(args)
         if args.command == "interpolate":
             from services.cli.interpolate import run_interpolate
 
@@ -238,6 +259,7 @@ def _generate(args: argparse.Namespace) -> int:
             "stabilize": args.stabilize,
             "min_cfg": args.min_cfg,
             "fps_conditioning": args.fps_conditioning,
+            "preset": args.preset,
         }
     )
     if bool(args.nats) != bool(args.s3):
@@ -249,6 +271,16 @@ def _generate(args: argparse.Namespace) -> int:
     if running is not None and args.stack is None:
         print(f"using the stack running from {running} (--state-dir DIR starts one of its own)", file=sys.stderr)
     return run_generate(request, settings, embedded_state=args.state_dir)
+
+
+def _suggest(args: argparse.Namespace) -> int:
+    from services.cli.generate import parse_resolution
+    from services.cli.settings import load_settings
+    from services.cli.suggest import run_suggest
+
+    resolution = parse_resolution(args.resolution) if args.resolution else None
+    model = args.model or load_settings(from_stack_file=False).model
+    return run_suggest(args.image, preset=args.preset, model=model, resolution=resolution, as_json=args.json)
 
 
 def _serve(service: str) -> int:

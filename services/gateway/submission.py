@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from fastapi import Request
@@ -34,10 +34,15 @@ from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.jobclient import new_job_id
 
+if TYPE_CHECKING:
+    from pipeline.presets import Suggestion
+
 log = logging.getLogger("i2v.gateway")
 
 MAX_UPLOAD_BYTES = 25 * 2**20
 TINY = "tiny"
+STILL = "still"
+"""``pipeline.model_catalog.STILL``: no diffusion and no weights, so every server can run it."""
 _PARAM_FIELDS = frozenset(GenerationParams.model_fields)
 
 # --- the body -----------------------------------------------------------------------------------
@@ -184,7 +189,8 @@ def _too_large(max_bytes: int) -> ApiError:
 
 
 def params_from(fields: dict[str, Any], default_model: str, *, as_json: bool = False) -> GenerationParams:
-    """The job's parameters; the server's model unless the client asks for the tiny one.
+    """The job's parameters; the server's model unless the client asks for ``tiny`` or ``still``, which
+    need no weights of the server's own.
 
     Multipart fields are text and are read as the parameters' types; JSON ones must already be of
     those types (``"stabilize": 0`` is not a boolean), as the API document says.
@@ -196,13 +202,10 @@ def params_from(fields: dict[str, Any], default_model: str, *, as_json: bool = F
     values.setdefault("model", default_model)
     if not isinstance(values["model"], str):
         raise ApiError(422, "invalid_model", "model: must be a string", field="model")
-    if values["model"] not in {default_model, TINY}:
-        raise ApiError(
-            422,
-            "unknown_model",
-            f"model: this server runs {default_model!r}" + ("" if default_model == TINY else f" or {TINY!r}"),
-            field="model",
-        )
+    models = list(dict.fromkeys([default_model, TINY, STILL]))
+    if values["model"] not in models:
+        named = ", ".join(repr(m) for m in models[:-1]) + f" or {models[-1]!r}"
+        raise ApiError(422, "unknown_model", f"model: this server runs {named}", field="model")
     resolution = values.get("resolution")
     if resolution is not None and not isinstance(resolution, str):
         raise ApiError(422, "invalid_resolution", "resolution: must look like 1024x576", field="resolution")
@@ -273,7 +276,8 @@ async def submit(
     Order: the key's earlier job; the price at the size the header gives against the balance; the
     account's unfinished jobs; the image's full check, a few at a time (``Gateway.decodes``); the
     index row (the limit and the key again, in one write); the upload and the command. Nothing is left
-    behind when queueing fails: the index row, its key and whatever was stored are removed.
+    behind when queueing fails: the index row, its key and whatever was stored are removed. A job with a
+    ``preset`` has its image checked and looked at before it is priced: the preset's values set the price.
     """
     if idempotency is None:
         return await _admit(gateway, account, image, params, None), True
@@ -293,10 +297,30 @@ async def submit(
         raise ApiError(409, "idempotency_key_in_use", "a twin of this request just failed; retry") from None
 
 
+def with_preset(image: bytes, params: GenerationParams, model_size: ModelSize, max_bytes: int) -> "Suggestion":
+    """Check the image as :func:`check_image` does, then resolve ``params.preset`` against it at the
+    size the video will be made at. Blocking: decodes the image, then a small copy of it."""
+    from pipeline.presets import resolve_preset, small_picture
+
+    video_size = check_image(image, params, model_size, max_bytes)
+    try:
+        return resolve_preset(small_picture(image), params, video_size)
+    except ValidationError as exc:  # the values given do not fit with the preset's: name the first
+        raise validation_error(exc) from None
+
+
 async def _admit(
     gateway: Gateway, account: str, image: bytes, params: GenerationParams, idempotency: Idempotency | None
 ) -> JobView:
     model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
+    checked = False
+    if params.preset:
+        # The preset's values depend on the picture and set the price: the picture is decoded first.
+        async with gateway.decodes:
+            suggestion = await anyio.to_thread.run_sync(
+                with_preset, image, params, gateway.model_size, gateway.max_upload_bytes
+            )
+        params, checked = suggestion.params, True
     price = price_points(params, *header_size(image, params, model_size))
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
     if balance < price:
@@ -309,8 +333,9 @@ async def _admit(
         )
     limit = gateway.settings.gateway_max_active_jobs
     _refuse_past_limit(await anyio.to_thread.run_sync(gateway.index.active_count, account), limit)
-    async with gateway.decodes:
-        await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
+    if not checked:
+        async with gateway.decodes:
+            await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
     spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
     view = JobView.submitted(spec, price)
     active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
