@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
@@ -158,6 +159,52 @@ def generate_with_video_options(url: str, api_key: str, image: Path, timeout_s: 
         run.dialog_shows_image = page.is_visible("#player-img") and not page.is_visible("#player-video")
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "gateway-page-webp.png"), full_page=True)
+    return run
+
+
+@dataclass
+class SuggestRun:
+    """What the page suggested for a picture, what using it set, and what a reload kept."""
+
+    suggested: str = ""
+    reasons: list[str] = field(default_factory=list)
+    server: dict[str, Any] = field(default_factory=dict)
+    form_after_use: dict[str, str] = field(default_factory=dict)
+    form_after_reload: dict[str, str] = field(default_factory=dict)
+    console_errors: list[str] = field(default_factory=list)
+
+
+_FORM_VALUES = """() => ({
+    preset: document.querySelector('#preset').value,
+    duration: document.querySelector('input[name=duration]:checked').value,
+    fps: document.querySelector('input[name=fps]:checked').value,
+    loop: document.querySelector('input[name=loop]:checked').value,
+    motion_bucket_id: document.querySelector('#motion').value,
+    augmentation_level: document.querySelector('#aug').value,
+    cfg_scale: document.querySelector('#cfg').value,
+    price: document.querySelector('#price').textContent,
+})"""
+
+
+def suggest_use_and_reload(url: str, api_key: str, image: Path) -> SuggestRun:
+    """Upload a picture, read the suggestion, use it, then reload: the settings stay."""
+    run = SuggestRun()
+    with logged_in_page(url, api_key, run.console_errors) as page:
+        with page.expect_response("**/v1/suggest") as answer:
+            page.set_input_files("#image", str(image))
+        run.server = answer.value.json()
+        page.wait_for_selector("#suggestion:not([hidden])")
+        run.suggested = page.inner_text("#suggestion-title")
+        run.reasons = page.locator("#suggestion-reasons li").all_inner_texts()
+        page.click("#use-suggestion")
+        page.wait_for_function(f"() => document.querySelector('#preset').value === '{run.server['preset']}'")
+        run.form_after_use = page.evaluate(_FORM_VALUES)
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "gateway-page-suggestion.png"), full_page=True)
+        page.reload()
+        page.wait_for_selector("#app:not([hidden])")
+        page.wait_for_function(f"() => document.querySelector('#preset').value === '{run.server['preset']}'")
+        run.form_after_reload = page.evaluate(_FORM_VALUES)
     return run
 
 

@@ -19,6 +19,7 @@ from tests.browser.page_driver import (
     cancel_then_run_again,
     generate_through_page,
     generate_with_video_options,
+    suggest_use_and_reload,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -105,4 +106,21 @@ def test_the_page_makes_an_animated_webp_and_shows_the_camera_it_read(stack: Emb
     assert run.camera_line == "camera: slow zoom in · not understood: sparkle"
     assert "webp" in run.facts
     assert run.dialog_shows_image
+    assert all("401" in e for e in run.console_errors), run.console_errors
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_suggests_a_preset_after_upload_and_keeps_settings_across_reloads(stack: EmbeddedStack) -> None:
+    run = suggest_use_and_reload(stack.gateway_url, api_key(stack, 100), HARBOR)
+    preset, params = run.server["preset"], run.server["params"]
+    assert run.suggested == f"Suggested: {preset}"
+    assert len(run.reasons) == len(run.server["reasons"]) >= 2
+    form = run.form_after_use
+    assert form["preset"] == preset
+    for name in ("duration", "fps", "loop", "motion_bucket_id"):
+        if name in params:
+            assert form[name] == str(params[name]), (name, form, params)
+    assert {k: v for k, v in run.form_after_reload.items() if k != "price"} == {
+        k: v for k, v in form.items() if k != "price"
+    }
     assert all("401" in e for e in run.console_errors), run.console_errors

@@ -14,7 +14,7 @@ const PIPELINE = ["ingest", "billing", "latent", "decode", "mux"];
 const MOTION_MARKS = [[1, "still"], [64, "subtle"], [127, "medium"], [191, "lively"], [255, "intense"]];
 const ACCEPTED = ["image/jpeg", "image/png", "image/webp"];
 
-const state = { file: null, previewUrl: null, current: null, streams: new Map(), cursor: null };
+const state = { file: null, previewUrl: null, current: null, streams: new Map(), cursor: null, suggestion: null };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -52,6 +52,7 @@ async function showApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("account").hidden = false;
+  restoreSettings();
   updatePrice();
   await loadHistory(true);
 }
@@ -120,7 +121,115 @@ function chooseFile(file) {
   $("preview").hidden = false;
   $("drop-empty").hidden = true;
   $("remove-image").hidden = false;
+  suggestFor(file);
 }
+
+// --- presets and suggestions ---------------------------------------------------------------------
+
+// Ask the server what the picture calls for; it answers a preset, its parameters and a reason for each.
+async function askSuggestion(file, preset) {
+  const form = new FormData();
+  form.append("image", file);
+  form.append("preset", preset);
+  return api("/v1/suggest", { method: "POST", body: form });
+}
+
+async function suggestFor(file) {
+  $("suggestion").hidden = true;
+  if ($("preset").value) {  // a preset chosen before the picture: fill its values for this one
+    askSuggestion(file, $("preset").value).then((s) => { if (state.file === file) applyParams(s.params); })
+      .catch((err) => { $("form-error").textContent = err.message; });
+  }
+  try {
+    const suggestion = await askSuggestion(file, "auto");
+    if (state.file !== file) return;  // another picture was chosen meanwhile
+    state.suggestion = suggestion;
+    $("suggestion-title").textContent = `Suggested: ${suggestion.preset}`;
+    const reasons = Object.entries(suggestion.reasons).map(([name, why]) => {
+      const li = document.createElement("li");
+      li.textContent = name === "preset" ? why : `${name.replaceAll("_", " ")}: ${why}`;
+      return li;
+    });
+    $("suggestion-reasons").replaceChildren(...reasons);
+    $("suggestion").hidden = false;
+  } catch (err) { /* a suggestion is a help, not a step: the form works without it */ }
+}
+
+$("use-suggestion").addEventListener("click", () => {
+  if (!state.suggestion) return;
+  $("preset").value = state.suggestion.preset;
+  applyParams(state.suggestion.params);
+});
+
+$("preset").addEventListener("change", async () => {
+  const preset = $("preset").value;
+  $("form-error").textContent = "";
+  if (!preset || !state.file) return;  // with no picture yet, the server applies it on submit
+  try {
+    applyParams((await askSuggestion(state.file, preset)).params);
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  }
+});
+
+// Put a preset's values into the form: what is sent is what the user sees, and later edits win.
+function applyParams(params) {
+  for (const [name, value] of Object.entries(params)) {
+    if (name === "duration" || name === "fps" || name === "loop") setChoice(name, String(value));
+    else if (name === "stabilize") $("stabilize").checked = Boolean(value);
+    else {
+      const input = document.querySelector(`#job-form [name=${name}]`);
+      if (input) input.value = String(value);
+    }
+  }
+  $("motion").dispatchEvent(new Event("input"));
+  $("aug").dispatchEvent(new Event("input"));
+  updatePrice();
+  saveSettings();
+}
+
+// Select a segmented option, adding it when a preset chose a value the buttons do not offer.
+function setChoice(name, value) {
+  let input = document.querySelector(`input[name=${name}][value="${value}"]`);
+  if (!input) {
+    const group = document.querySelector(`input[name=${name}]`).closest(".segmented");
+    input = document.createElement("input");
+    Object.assign(input, { type: "radio", name, value, id: `${name}-${value}` });
+    const label = document.createElement("label");
+    label.htmlFor = input.id;
+    label.textContent = name === "duration" ? `${value} s` : value;
+    input.addEventListener("change", () => { updatePrice(); saveSettings(); });
+    group.append(input, label);
+  }
+  input.checked = true;
+}
+
+// --- settings kept across reloads ----------------------------------------------------------------
+
+const SETTINGS_KEY = "i2v.settings";
+const KEPT = ["duration", "fps", "loop", "motion_bucket_id", "motion_prompt", "augmentation_level", "steps",
+  "cfg_scale", "min_cfg", "format", "quality", "interpolator", "preset"];
+
+function saveSettings() {
+  const kept = {};
+  for (const name of KEPT) {
+    const input = document.querySelector(`#job-form [name=${name}]:checked, #job-form [name=${name}]:not([type=radio])`);
+    if (input) kept[name] = input.value;
+  }
+  kept.stabilize = $("stabilize").checked;
+  try { localStorage.setItem(SETTINGS_KEY, JSON.stringify(kept)); } catch (err) { /* private mode */ }
+}
+
+function restoreSettings() {
+  let kept = null;
+  try { kept = JSON.parse(localStorage.getItem(SETTINGS_KEY) || "null"); } catch (err) { kept = null; }
+  if (!kept || typeof kept !== "object") return;
+  const { preset, ...params } = kept;
+  applyParams(params);
+  if (typeof preset === "string" && [...$("preset").options].some((o) => o.value === preset)) $("preset").value = preset;
+}
+$("job-form").addEventListener("change", saveSettings);
+$("job-form").addEventListener("input", saveSettings);
 
 function clearFile() {
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
@@ -131,6 +240,8 @@ function clearFile() {
   $("preview-img").removeAttribute("src");
   $("drop-empty").hidden = false;
   $("remove-image").hidden = true;
+  $("suggestion").hidden = true;
+  state.suggestion = null;
 }
 
 // --- parameters and price ------------------------------------------------------------------------
@@ -195,6 +306,7 @@ $("job-form").addEventListener("submit", async (e) => {
   form.append("quality", $("quality").value);
   form.append("interpolator", $("interpolator").value);
   form.append("stabilize", $("stabilize").checked ? "true" : "false");
+  if ($("preset").value) form.append("preset", $("preset").value);
   $("generate").disabled = true;
   try {
     const job = await api("/v1/jobs", { method: "POST", body: form });
