@@ -105,16 +105,21 @@ def _record(settings: Settings, job_id: str) -> JobRecord:
         spec = history.spec or await to_thread.run_sync(_stored_spec, store, job_id)
         reserved = None
         if history.terminal is None:
-            reserved = await to_thread.run_sync(_stored_price, store, job_id)
-        view = None
-        if spec is not None:
-            # Folded from generation 0, as the gateway's index folds it, so a replay keeps earlier stages.
-            view = JobView.submitted(spec.model_copy(update={"generation": 0}), reserved or 0)
-            for item in history.events:
-                view.apply(item.sequence, item.event)
-        return JobRecord(history, view, reserved)
+            reserved = await to_thread.run_sync(_stored_price, store, job_id, history.generation)
+        return fold(history, spec, reserved)
 
     return _with_client(settings, read)
+
+
+def fold(history: JobHistory, spec: JobSpec | None, reserved: int | None) -> JobRecord:
+    """The job's events folded into the view the API shows, from generation 0 as the gateway's index folds
+    them (so a replay keeps the stages before it); no view without the job's ``spec``."""
+    if spec is None:
+        return JobRecord(history, None, reserved)
+    view = JobView.submitted(spec.model_copy(update={"generation": 0}), reserved or 0)
+    for item in history.events:
+        view.apply(item.sequence, item.event)
+    return JobRecord(history, view, reserved)
 
 
 def _stored_spec(store: S3ObjectStore, job_id: str) -> JobSpec | None:
@@ -122,9 +127,13 @@ def _stored_spec(store: S3ObjectStore, job_id: str) -> JobSpec | None:
     return JobSubmitted.model_validate_json(store.get(ref)).job if ref is not None else None
 
 
-def _stored_price(store: S3ObjectStore, job_id: str) -> int | None:
+def _stored_price(store: S3ObjectStore, job_id: str, generation: int) -> int | None:
+    """What billing reserved for ``generation``; an earlier generation's reservation was refunded."""
     ref = store.head(command_key(job_id, Stage.LATENT))
-    return PointsReserved.model_validate_json(store.get(ref)).price if ref is not None else None
+    if ref is None:
+        return None
+    reserved = PointsReserved.model_validate_json(store.get(ref))
+    return reserved.price if reserved.job.generation == generation else None
 
 
 def show_job(settings: Settings, job_id: str, *, as_json: bool = False) -> int:
@@ -168,7 +177,7 @@ def job_lines(record: JobRecord) -> list[tuple[str, str]]:
             (
                 "output",
                 f"{out.frame_count} frames, {out.fps} fps, {out.duration_s:g} s, {out.width}x{out.height}, "
-                f"{completed.format}, {out.size_bytes:,} bytes",
+                f"{out.format}, {out.size_bytes:,} bytes",
             )
         )
         if completed.camera_words or completed.camera_unknown:
