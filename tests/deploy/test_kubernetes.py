@@ -278,26 +278,29 @@ def test_the_gateway_runs_twice_behind_a_service_and_disruption_budgets() -> Non
     assert {"gateway", "latent", "nats"} <= budgets
 
 
-def test_keda_scales_latent_on_its_durable_consumer_of_the_work_stream() -> None:
-    (scaled,) = of_kind("ScaledObject").values()
-    assert scaled["spec"]["scaleTargetRef"]["name"] == service_deployments()["latent"]["metadata"]["name"]
-    assert "replicas" not in service_deployments()["latent"]["spec"], "the ScaledObject owns latent's replicas"
-    (trigger,) = scaled["spec"]["triggers"]
-    meta = trigger["metadata"]
-    assert meta["stream"] == WORK_STREAM
-    assert meta["consumer"] == durable_name(Stage.LATENT)
-    assert meta["account"] == "$G", "nats-auth.conf's users belong to no account: NATS's global one"
-    # In a cluster KEDA asks the consumer's leader at <server name>.<endpoint>: the headless Service of
-    # the StatefulSet whose pod names are the server names, in the kustomization's namespace.
+def test_keda_scales_the_gpu_stages_on_their_durable_consumers_of_the_work_stream() -> None:
+    scaled_objects = of_kind("ScaledObject")
+    deployments = service_deployments()
+    by_deployment = {doc["metadata"]["name"]: service for service, doc in deployments.items()}
+    scaled = {by_deployment[doc["spec"]["scaleTargetRef"]["name"]] for doc in scaled_objects.values()}
+    assert scaled == GPU_SERVICES
     nats = of_kind("StatefulSet")["nats"]
     headless = of_kind("Service")[nats["spec"]["serviceName"]]
     assert headless["spec"]["clusterIP"] == "None"
     monitor = {p["name"]: p["port"] for p in headless["spec"]["ports"]}["monitor"]
     namespace = kustomization()["namespace"]
-    assert (
-        meta["natsServerMonitoringEndpoint"]
-        == f"{headless['metadata']['name']}.{namespace}.svc.cluster.local:{monitor}"
-    )
+    for doc in scaled_objects.values():
+        service = by_deployment[doc["spec"]["scaleTargetRef"]["name"]]
+        assert "replicas" not in deployments[service]["spec"], f"the ScaledObject owns {service}'s replicas"
+        (trigger,) = doc["spec"]["triggers"]
+        meta = trigger["metadata"]
+        assert meta["stream"] == WORK_STREAM
+        assert meta["consumer"] == durable_name(Stage(service))
+        assert meta["account"] == "$G", "nats-auth.conf's users belong to no account: NATS's global one"
+        # In a cluster KEDA asks the consumer's leader at <server name>.<endpoint>: the headless Service
+        # of the StatefulSet whose pod names are the server names, in the kustomization's namespace.
+        endpoint = f"{headless['metadata']['name']}.{namespace}.svc.cluster.local:{monitor}"
+        assert meta["natsServerMonitoringEndpoint"] == endpoint
     assert "server_name: $POD_NAME" in of_kind("ConfigMap")["nats-config"]["data"]["nats.conf"]
 
 
