@@ -320,3 +320,17 @@ def test_nats_is_three_routed_jetstream_servers_with_their_own_volumes() -> None
     assert mounts["auth"] == "/etc/nats/auth"
     client_url = of_kind("ConfigMap")["i2v-config"]["data"]["I2V_NATS_URL"]
     assert client_url == "nats://nats:4222" and "nats" in of_kind("Service")
+
+
+def test_only_nats_servers_reach_the_route_port_and_only_i2v_pods_the_client_port() -> None:
+    policy = of_kind("NetworkPolicy")["nats"]
+    nats = of_kind("StatefulSet")["nats"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == nats["spec"]["selector"]["matchLabels"]
+    allowed = {rule["ports"][0]["port"]: rule["from"][0] for rule in policy["spec"]["ingress"]}
+    assert allowed[6222] == {"podSelector": {"matchLabels": nats["spec"]["selector"]["matchLabels"]}}
+    clients = allowed[4222]["podSelector"]["matchLabels"]
+    for file, doc in k8s_documents():
+        if doc["kind"] in ("Deployment", "Job"):
+            labels = doc["spec"]["template"]["metadata"]["labels"]
+            assert clients.items() <= labels.items(), f"{file}: {doc['metadata']['name']} could not reach NATS"
+    assert set(allowed) == {6222, 4222, 8222}
