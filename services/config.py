@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     s3_secret_key: str = Field("", repr=False)
     s3_bucket: str = "i2v"
     ledger_dsn: str = Field("", description="postgresql://... or a SQLite file path; default state_dir/ledger.sqlite3")
+    index_dsn: str = Field(
+        "",
+        description="the gateways' jobs index: postgresql://... (shared by several gateways) or a SQLite file path; "
+        "default I2V_LEDGER_DSN when that is PostgreSQL, else state_dir/gateway.sqlite3 (one gateway)",
+    )
     model: str = Field("tiny", description="tiny, a local diffusers SVD folder, or a hub id in the local cache")
     device: str | None = Field(None, description="cpu or cuda; default cuda when present")
     state_dir: Path = Path(".i2v")
@@ -75,6 +80,13 @@ class Settings(BaseSettings):
 
     def resolved_ledger_dsn(self) -> str:
         return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")
+
+    def resolved_index_dsn(self) -> str:
+        if self.index_dsn:
+            return self.index_dsn
+        if self.ledger_dsn.startswith(("postgresql://", "postgres://")):
+            return self.ledger_dsn
+        return str(self.state_dir / "gateway.sqlite3")
 
     def require_connections(self) -> None:
         """Raise a one-line ValueError naming the missing setting."""

@@ -48,7 +48,7 @@ def build_app(
         settings=settings,
         ledger=ledger or open_ledger(settings.resolved_ledger_dsn()),
         store=the_store,
-        index=index or JobsIndex(settings.state_dir / "gateway.sqlite3"),
+        index=index or JobsIndex(settings.resolved_index_dsn()),
         signer=TokenSigner(load_or_create_secret(settings.gateway_secret, settings.state_dir)),
         media=MediaCache(the_store),
         model_size=ModelSizes(model_size),

@@ -2,17 +2,26 @@
 
 Filled on submit and kept current from the events stream (see :mod:`services.gateway.events`). A
 checkpoint of the last folded stream sequence lets a restarted gateway catch up on what it missed.
-SQLite, one connection per call: every call is blocking and runs in a worker thread.
+
+One SQL implementation serves SQLite (a file beside the gateway: the one-box default, one gateway
+only) and PostgreSQL (a DSN: shared by every gateway). Several gateways fold the same events into a
+shared index, so a job's row only ever moves forward: it is written only with a ``last_sequence``
+greater than the one it holds. Submissions of one account are serialized (SQLite's write lock, a
+PostgreSQL advisory lock per account), so the active-jobs limit and an ``Idempotency-Key`` hold
+across gateways. Every call is blocking, opens its own connection, and runs in a worker thread.
 """
 
+import fcntl
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
+import psycopg
 from pydantic import TypeAdapter, ValidationError
 
 from contracts.messages import parse_event
@@ -27,21 +36,27 @@ _SCHEMA = (
         account TEXT NOT NULL,
         status TEXT NOT NULL,
         deleted INTEGER NOT NULL DEFAULT 0,
-        view TEXT NOT NULL
+        view TEXT NOT NULL,
+        last_sequence BIGINT NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_by_account ON jobs (account, job_id)",
-    "CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), sequence INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), sequence BIGINT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS idempotency (
         account TEXT NOT NULL,
         key TEXT NOT NULL,
         fingerprint TEXT NOT NULL,
         job_id TEXT NOT NULL,
-        created_at REAL NOT NULL,
+        created_at {seconds} NOT NULL,
         PRIMARY KEY (account, key)
     )""",
 )
+_SQLITE_TYPES = {"seconds": "REAL"}
+_POSTGRES_TYPES = {"seconds": "DOUBLE PRECISION"}  # PostgreSQL's REAL is 4 bytes: whole minutes off
+
 IDEMPOTENCY_WINDOW_S = 24 * 3600
 """How long an ``Idempotency-Key`` names the job it first made."""
+
+Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -61,21 +76,46 @@ class IdempotencyKeyUsedError(Exception):
         self.fingerprint = fingerprint
 
 
+class IndexInUseError(RuntimeError):
+    """Another gateway process serves this SQLite index: several gateways need a PostgreSQL one."""
+
+
 _TERMINAL_SQL = ", ".join(f"'{s.value}'" for s in sorted(TERMINAL_STATUSES))
 
 
-class JobsIndex:
-    """Jobs by id and by account; safe to share between threads."""
+def is_postgres(dsn_or_path: str | Path) -> bool:
+    return isinstance(dsn_or_path, str) and dsn_or_path.startswith(("postgresql://", "postgres://"))
 
+
+# --- the two backends -----------------------------------------------------------------------------
+
+Run = Callable[[str, Sequence[object]], list[Row]]
+"""One statement of an open transaction, written with ``?`` placeholders whatever the backend."""
+
+
+class _Backend(Protocol):
+    def transaction(self, write: bool) -> AbstractContextManager[Run]: ...
+    def serialize(self, run: Run, name: str) -> None: ...
+    def claim(self) -> None: ...
+    def release(self) -> None: ...
+
+
+class _SqliteBackend:
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._claimed: int | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
         # Every account's jobs are listed here: readable by the owner only (SQLite gives -wal/-shm this mode).
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
+        with self.transaction(write=True) as run:
             for statement in _SCHEMA:
-                conn.execute(statement)
+                run(statement.format(**_SQLITE_TYPES), ())
+            # An index from before last_sequence had its column: take it from each job's view.
+            if not any(column[1] == "last_sequence" for column in run("PRAGMA table_info(jobs)", ())):
+                run("ALTER TABLE jobs ADD COLUMN last_sequence BIGINT NOT NULL DEFAULT 0", ())
+                run("UPDATE jobs SET last_sequence = COALESCE(json_extract(view, '$.last_sequence'), 0)", ())
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -86,35 +126,136 @@ class JobsIndex:
             conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, write: bool) -> Iterator[Run]:
         with self._connect() as conn:
+
+            def run(sql: str, params: Sequence[object]) -> list[Row]:
+                return conn.execute(sql, params).fetchall()
+
+            if not write:
+                yield run
+                return
+            # IMMEDIATE takes the write lock up front: a count-then-insert cannot interleave with another.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                yield conn
+                yield run
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+
+    def serialize(self, run: Run, name: str) -> None:
+        """Nothing to do: a SQLite write transaction already excludes every other."""
+
+    def claim(self) -> None:
+        if self._claimed is not None:
+            return
+        fd = os.open(self._path.with_name(self._path.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise IndexInUseError(
+                f"another gateway serves the jobs index {self._path}: several gateways need a shared PostgreSQL"
+                " index (I2V_INDEX_DSN or I2V_LEDGER_DSN=postgresql://...)"
+            ) from None
+        self._claimed = fd  # held until released or the process ends
+
+    def release(self) -> None:
+        if self._claimed is not None:
+            os.close(self._claimed)
+            self._claimed = None
+
+
+class _PostgresBackend:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        with self.transaction(write=True) as run:
+            # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL; serialize it.
+            self.serialize(run, "i2v.gateway.jobs_index.schema")
+            for statement in _SCHEMA:
+                run(statement.format(**_POSTGRES_TYPES), ())
+
+    @contextmanager
+    def transaction(self, write: bool) -> Iterator[Run]:
+        # A connection per call, as the ledger does: thread-safe without a pool.
+        with psycopg.connect(self._dsn) as conn:
+            cursor = conn.cursor()
+
+            def run(sql: str, params: Sequence[object]) -> list[Row]:
+                cursor.execute(sql.replace("?", "%s"), params)
+                return cursor.fetchall() if cursor.description is not None else []
+
+            try:
+                yield run
+            except BaseException:
+                conn.rollback()
+                raise
+            if write:
+                conn.commit()
+            else:
+                conn.rollback()
+
+    def serialize(self, run: Run, name: str) -> None:
+        """Hold a lock named ``name`` until the transaction ends: every gateway's writers of it queue up."""
+        run("SELECT pg_advisory_xact_lock(hashtext(?))", (name,))
+
+    def claim(self) -> None:
+        """Nothing to do: any number of gateways may share a PostgreSQL index."""
+
+    def release(self) -> None:
+        """Nothing to do: nothing was claimed."""
+
+
+# --- the index ------------------------------------------------------------------------------------
+
+
+class JobsIndex:
+    """Jobs by id and by account; safe to share between threads and, on PostgreSQL, between gateways.
+
+    ``target`` is a ``postgresql://`` DSN or a SQLite file path (its folders are created).
+    """
+
+    def __init__(self, target: str | Path) -> None:
+        self._backend: _Backend
+        if is_postgres(target):
+            self._backend = _PostgresBackend(str(target))
+        else:
+            self._backend = _SqliteBackend(Path(target).expanduser())
+
+    def claim(self) -> None:
+        """Take a SQLite index for this process alone; :class:`IndexInUseError` when another gateway
+        process holds it. Nothing for PostgreSQL, which every gateway shares."""
+        self._backend.claim()
+
+    def release(self) -> None:
+        """Give back what :meth:`claim` took."""
+        self._backend.release()
 
     def add_if_room(
         self, view: JobView, max_active: int, idempotency: Idempotency | None = None, now: float | None = None
     ) -> int | None:
         """Record the job unless its account already has ``max_active`` unfinished jobs; returns that
         count when refused, None when added. With ``idempotency``, the key is recorded for the job, or
-        :class:`IdempotencyKeyUsedError` names the job it already stands for. One write lock for all."""
+        :class:`IdempotencyKeyUsedError` names the job it already stands for. One lock of the account
+        for all, whichever gateway takes it."""
         now = time.time() if now is None else now
-        with self._write() as conn:
+        with self._backend.transaction(write=True) as run:
+            self._backend.serialize(run, f"i2v.gateway.jobs:{view.account}")
             if idempotency is not None:
-                conn.execute("DELETE FROM idempotency WHERE created_at < ?", (now - IDEMPOTENCY_WINDOW_S,))
-                used = _idempotent(conn, view.account, idempotency.key)
+                run(
+                    "DELETE FROM idempotency WHERE account = ? AND created_at < ?",
+                    (view.account, now - IDEMPOTENCY_WINDOW_S),
+                )
+                used = _idempotent(run, view.account, idempotency.key)
                 if used is not None:
                     raise IdempotencyKeyUsedError(*used)
-            active = _active(conn, view.account)
+            active = _active(run, view.account)
             if active >= max_active:
                 return active
-            _store(conn, view)
+            _store(run, view)
             if idempotency is not None:
-                conn.execute(
+                run(
                     "INSERT INTO idempotency (account, key, fingerprint, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
                     (view.account, idempotency.key, idempotency.fingerprint, view.job_id, now),
                 )
@@ -123,69 +264,67 @@ class JobsIndex:
     def idempotent(self, account: str, key: str, now: float | None = None) -> tuple[str, str] | None:
         """The job and body fingerprint ``key`` stands for, if the account used it within the window."""
         now = time.time() if now is None else now
-        with self._connect() as conn:
-            return _idempotent(conn, account, key, now - IDEMPOTENCY_WINDOW_S)
+        with self._backend.transaction(write=False) as run:
+            return _idempotent(run, account, key, now - IDEMPOTENCY_WINDOW_S)
 
     def remove(self, job_id: str) -> None:
         """Forget a job that was never queued, and any idempotency key that named it."""
-        with self._write() as conn:
-            conn.execute("DELETE FROM jobs WHERE job_id = ?", (job_id,))
-            conn.execute("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
+        with self._backend.transaction(write=True) as run:
+            run("DELETE FROM jobs WHERE job_id = ?", (job_id,))
+            run("DELETE FROM idempotency WHERE job_id = ?", (job_id,))
 
     def get(self, job_id: str) -> JobView | None:
-        with self._connect() as conn:
-            row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-        return None if row is None else _VIEW.validate_json(row[0])
+        with self._backend.transaction(write=False) as run:
+            return _load(run, job_id)
 
     def list(self, account: str, limit: int, before: str | None = None) -> list[JobView]:
         """The account's jobs, newest first (job ids are time-ordered), not deleted ones."""
-        sql = "SELECT view FROM jobs WHERE account = ? AND deleted = 0"
+        sql = "SELECT view, deleted FROM jobs WHERE account = ? AND deleted = 0"
         params: list[object] = [account]
         if before:
             sql += " AND job_id < ?"
             params.append(before)
         sql += " ORDER BY job_id DESC LIMIT ?"
         params.append(limit)
-        with self._connect() as conn:
-            rows = conn.execute(sql, params).fetchall()
-        return [_VIEW.validate_json(r[0]) for r in rows]
+        with self._backend.transaction(write=False) as run:
+            rows = run(sql, params)
+        return [_view(r) for r in rows]
 
     def active_count(self, account: str) -> int:
-        with self._connect() as conn:
-            return _active(conn, account)
+        with self._backend.transaction(write=False) as run:
+            return _active(run, account)
 
     def mark_deleted(self, job_id: str) -> None:
-        with self._write() as conn:
-            row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-            if row is None:
-                return
-            view = _VIEW.validate_json(row[0])
-            view.deleted = True
-            _store(conn, view)
+        # A column of its own, which folding never writes: a fold racing the delete cannot undo it.
+        with self._backend.transaction(write=True) as run:
+            run("UPDATE jobs SET deleted = 1 WHERE job_id = ?", (job_id,))
 
     def checkpoint(self) -> int:
         """The last events-stream sequence folded in (0 before any)."""
-        with self._connect() as conn:
-            row = conn.execute("SELECT sequence FROM checkpoint WHERE id = 1").fetchone()
-        return 0 if row is None else int(row[0])
+        with self._backend.transaction(write=False) as run:
+            rows = run("SELECT sequence FROM checkpoint WHERE id = 1", ())
+        return int(rows[0][0]) if rows else 0
 
     def fold(self, events: Sequence[tuple[int, bytes]]) -> int:
         """Fold a batch of (sequence, raw event) in one transaction; returns how many changed a job.
 
         Events of jobs this gateway never saw are skipped unless they carry the job's spec (a
         terminal event of a job submitted elsewhere, e.g. by the CLI), which then opens a row.
+        Idempotent: a job's row is only replaced by a view of a later sequence, so a batch folded
+        twice, or by two gateways at once, leaves what one fold would. Rows are written in job id
+        order, so two gateways folding overlapping batches lock them in the same order.
         """
         if not events:
             return 0
         changed: dict[str, JobView] = {}
-        with self._write() as conn:
+        with self._backend.transaction(write=True) as run:
             for sequence, data in events:
                 try:
                     event = parse_event(data)
                 except ValidationError:
                     continue  # a newer schema or a stray message: not ours to fold
                 job_id = job_id_of(event)
-                view = changed.get(job_id) or _load(conn, job_id)
+                view = changed.get(job_id) or _load(run, job_id)
                 if view is None:
                     spec = spec_of(event)
                     if spec is None:
@@ -193,41 +332,55 @@ class JobsIndex:
                     view = JobView.submitted(spec)
                 if view.apply(sequence, event):
                     changed[view.job_id] = view
-            for view in changed.values():
-                _store(conn, view)
+            for job_id in sorted(changed):
+                _store(run, changed[job_id])
             last = max(seq for seq, _ in events)
-            conn.execute(
+            run(
                 "INSERT INTO checkpoint (id, sequence) VALUES (1, ?)"
-                " ON CONFLICT (id) DO UPDATE SET sequence = max(sequence, excluded.sequence)",
+                " ON CONFLICT (id) DO UPDATE SET sequence = excluded.sequence"
+                " WHERE excluded.sequence > checkpoint.sequence",
                 (last,),
             )
         return len(changed)
 
 
-def _active(conn: sqlite3.Connection, account: str) -> int:
-    row = conn.execute(
-        f"SELECT count(*) FROM jobs WHERE account = ? AND status NOT IN ({_TERMINAL_SQL})", (account,)
-    ).fetchone()
-    return int(row[0])
+def _active(run: Run, account: str) -> int:
+    rows = run(f"SELECT count(*) FROM jobs WHERE account = ? AND status NOT IN ({_TERMINAL_SQL})", (account,))
+    return int(rows[0][0])
 
 
-def _idempotent(conn: sqlite3.Connection, account: str, key: str, since: float = 0.0) -> tuple[str, str] | None:
-    row = conn.execute(
+def _idempotent(run: Run, account: str, key: str, since: float = 0.0) -> tuple[str, str] | None:
+    rows = run(
         "SELECT job_id, fingerprint FROM idempotency WHERE account = ? AND key = ? AND created_at >= ?",
         (account, key, since),
-    ).fetchone()
-    return None if row is None else (str(row[0]), str(row[1]))
+    )
+    return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
 
-def _load(conn: sqlite3.Connection, job_id: str) -> JobView | None:
-    row = conn.execute("SELECT view FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
-    return None if row is None else _VIEW.validate_json(row[0])
+def _load(run: Run, job_id: str) -> JobView | None:
+    rows = run("SELECT view, deleted FROM jobs WHERE job_id = ?", (job_id,))
+    return _view(rows[0]) if rows else None
 
 
-def _store(conn: sqlite3.Connection, view: JobView) -> None:
-    conn.execute(
-        "INSERT INTO jobs (job_id, account, status, deleted, view) VALUES (?, ?, ?, ?, ?)"
-        " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, deleted = excluded.deleted,"
-        " view = excluded.view",
-        (view.job_id, view.account, view.status.value, int(view.deleted), _VIEW.dump_json(view).decode()),
+def _view(row: Row) -> JobView:
+    view = _VIEW.validate_json(row[0])
+    view.deleted = bool(row[1])
+    return view
+
+
+def _store(run: Run, view: JobView) -> None:
+    """Insert the job, or replace its row if ``view`` is of a later sequence (never ``deleted``: see
+    :meth:`JobsIndex.mark_deleted`)."""
+    run(
+        "INSERT INTO jobs (job_id, account, status, deleted, view, last_sequence) VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
+        " last_sequence = excluded.last_sequence WHERE excluded.last_sequence > jobs.last_sequence",
+        (
+            view.job_id,
+            view.account,
+            view.status.value,
+            int(view.deleted),
+            _VIEW.dump_json(view).decode(),
+            view.last_sequence,
+        ),
     )

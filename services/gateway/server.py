@@ -88,6 +88,7 @@ async def serve_until_stopped(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; touch ``settings.ready_file`` once the socket accepts. With
     ``settings.metrics_port``, /healthz, /readyz and /metrics answer there from before the app starts."""
     app = build_app(settings)
+    app.state.gateway.index.claim()  # a SQLite index serves one gateway: refuse a second one here
     server = uvicorn_server(app, settings.gateway_host, settings.gateway_port)
     health = None
     if settings.metrics_port is not None:
