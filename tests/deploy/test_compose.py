@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from services.cli.main import SERVICE_NAMES
+from services.config import settings_from
 from services.stack.nats_auth import ADMIN, write_nats_auth
 from tests.deploy.manifests import (
     COMPOSE,
@@ -167,3 +168,10 @@ def test_the_dockerfile_builds_one_non_root_image_whose_entrypoint_is_i2v() -> N
     assert re.search(r'^ENTRYPOINT \["i2v"\]$', text, re.MULTILINE)
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert "i2v" in scripts
+
+
+def test_both_gateways_share_one_jobs_index_in_postgresql() -> None:
+    for name in compose_services_serving()["gateway"]:
+        env = {key: _REQUIRED_VAR.sub("placeholder", str(value)) for key, value in _settings_of(name).items()}
+        index = settings_from(env).resolved_index_dsn()
+        assert index.startswith("postgresql://") and "@postgres:" in index, f"{name}: jobs index {index}"

@@ -12,6 +12,7 @@ import pytest
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name
 from services.cli.main import SERVICE_NAMES
+from services.config import settings_from
 from services.stack.nats_auth import ADMIN, USERS, write_nats_auth
 from tests.deploy.manifests import (
     EVERYONE,
@@ -334,3 +335,16 @@ def test_only_nats_servers_reach_the_route_port_and_only_i2v_pods_the_client_por
             labels = doc["spec"]["template"]["metadata"]["labels"]
             assert clients.items() <= labels.items(), f"{file}: {doc['metadata']['name']} could not reach NATS"
     assert set(allowed) == {6222, 4222, 8222}
+
+
+def test_the_gateways_share_one_jobs_index_in_postgresql() -> None:
+    gateway = service_deployments()["gateway"]
+    env = dict(of_kind("ConfigMap")["i2v-config"]["data"])
+    made = _generated_secrets()
+    for source in container(gateway)["envFrom"]:
+        for file in made.get(source.get("secretRef", {}).get("name", ""), []):
+            example = K8S / f"{file}.example"
+            if example.is_file():
+                env |= dict(line.split("=", 1) for line in example.read_text().splitlines() if line[:1].isalpha())
+    env |= {item["name"]: item["value"] for item in container(gateway)["env"]}
+    assert settings_from(env).resolved_index_dsn().startswith("postgresql://"), "each gateway would index alone"
