@@ -208,6 +208,62 @@ def suggest_use_and_reload(url: str, api_key: str, image: Path) -> SuggestRun:
     return run
 
 
+@dataclass
+class ReviewRun:
+    """The review's four findings, as the page behaves now."""
+
+    balance_before: int = 0
+    balance_while_running: int = 0
+    percent_while_running: int = 0
+    progress_hidden_for_next_account: bool = False
+    next_account_name: str = ""
+    error_shown: str = ""
+    error_after_correction: str = ""
+    login_after_expiry: bool = False
+    login_message: str = ""
+    console_errors: list[str] = field(default_factory=list)
+
+
+def review_findings(url: str, first_key: str, second_key: str, image: Path, timeout_s: float = 150.0) -> ReviewRun:
+    """Reserved points leave the balance at once; another account sees no progress panel of the first;
+    a corrected form error goes; an ended session brings back the login form."""
+    run = ReviewRun()
+    with logged_in_page(url, first_key, run.console_errors) as page:
+        run.balance_before = int(page.inner_text("#balance"))
+        page.set_input_files("#image", str(image))
+        page.wait_for_selector("#preview:not([hidden])")
+        page.click(".advanced summary")
+        page.fill("#steps", "20")
+        page.click("#generate")
+        page.wait_for_function(
+            f"() => parseInt(document.querySelector('#balance').textContent, 10) < {run.balance_before}",
+            timeout=timeout_s * 1000,
+        )
+        run.balance_while_running = int(page.inner_text("#balance"))
+        run.percent_while_running = int(page.inner_text("#progress-pct").rstrip("%"))
+
+        page.click("#logout")
+        _log_in(page, second_key)
+        run.next_account_name = page.inner_text("#account-name")
+        run.progress_hidden_for_next_account = page.is_hidden("#progress")
+
+        page.fill("#steps", "99")  # over the bound: the server names the field
+        page.set_input_files("#image", str(image))
+        page.wait_for_selector("#preview:not([hidden])")
+        page.click("#generate")
+        page.wait_for_function("() => document.querySelector('#form-error').textContent !== ''")
+        run.error_shown = page.inner_text("#form-error")
+        page.fill("#steps", "4")
+        run.error_after_correction = page.inner_text("#form-error")
+
+        page.context.clear_cookies()  # the session is gone, as when it expires
+        page.click("#generate")  # the server now answers 401
+        page.wait_for_selector("#login:not([hidden])", timeout=10_000)
+        run.login_after_expiry = page.is_hidden("#app")
+        run.login_message = page.inner_text("#login-error")
+    return run
+
+
 def _log_in(page: Page, api_key: str) -> None:
     page.wait_for_selector("#login:not([hidden])")
     page.fill("#api-key", api_key)

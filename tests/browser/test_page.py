@@ -19,6 +19,7 @@ from tests.browser.page_driver import (
     cancel_then_run_again,
     generate_through_page,
     generate_with_video_options,
+    review_findings,
     suggest_use_and_reload,
 )
 
@@ -124,3 +125,14 @@ def test_the_page_suggests_a_preset_after_upload_and_keeps_settings_across_reloa
         k: v for k, v in form.items() if k != "price"
     }
     assert all("401" in e for e in run.console_errors), run.console_errors
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+def test_the_page_fixes_what_the_review_found(stack: EmbeddedStack) -> None:
+    run = review_findings(stack.gateway_url, api_key(stack, 100), api_key(stack, 50), HARBOR)
+    assert run.balance_while_running < run.balance_before and run.percent_while_running < 100
+    assert run.next_account_name and run.progress_hidden_for_next_account
+    assert "steps" in run.error_shown and run.error_after_correction == ""
+    assert run.login_after_expiry and "log in again" in run.login_message
+    # The browser logs each refused request: the first visit's 401, the 422 of steps 99, the ended session's 401.
+    assert all("401" in e or "422" in e for e in run.console_errors), run.console_errors

@@ -20,6 +20,10 @@ async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
   if (response.status === 204) return null;
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401 && !$("app").hidden) {
+    // The session ended (expired, revoked, or logged out elsewhere): back to the login form.
+    signedOut("Your session has ended: log in again.");
+  }
   if (!response.ok) {
     const err = new Error(body.error ? body.error.message : `HTTP ${response.status}`);
     err.status = response.status;
@@ -49,6 +53,7 @@ function showLogin(message = "") {
 }
 
 async function showApp() {
+  $("form-error").textContent = "";
   $("login").hidden = true;
   $("app").hidden = false;
   $("account").hidden = false;
@@ -73,11 +78,22 @@ $("login-form").addEventListener("submit", async (e) => {
 
 $("logout").addEventListener("click", async () => {
   await api("/v1/session", { method: "DELETE" }).catch(() => null);
+  signedOut();
+});
+
+// Forget everything of the account that was logged in: its streams, cards, progress panel and errors.
+function signedOut(message = "") {
   for (const source of state.streams.values()) source.close();
   state.streams.clear();
+  state.current = null;
+  state.cursor = null;
   $("grid").replaceChildren();
-  showLogin();
-});
+  $("progress").hidden = true;
+  $("form-error").textContent = "";
+  $("balance").textContent = "–";
+  $("account-name").textContent = "";
+  showLogin(message);
+}
 
 async function refreshAccount() {
   const account = await api("/v1/account");
@@ -230,6 +246,12 @@ function restoreSettings() {
 }
 $("job-form").addEventListener("change", saveSettings);
 $("job-form").addEventListener("input", saveSettings);
+// An error about the form goes once the user changes the form; the next submit says if it still holds.
+for (const type of ["input", "change"]) {
+  $("job-form").addEventListener(type, (e) => {
+    if (e.target.id !== "image") $("form-error").textContent = "";  // the picture's own check speaks for it
+  });
+}
 
 function clearFile() {
   if (state.previewUrl) URL.revokeObjectURL(state.previewUrl);
@@ -400,6 +422,8 @@ function follow(job) {
     source.addEventListener(type, async (e) => {
       const data = JSON.parse(e.data);
       fold(view, type, data);
+      // Billing has reserved the price: the balance shows it now, not when the job ends.
+      if (type === "StageFinished" && data.stage === "billing") refreshAccount().catch(() => null);
       if (state.current === job.id) showProgress(view);
       updateCardProgress(view);
       // Only the current generation's end is the job's end: a replay may follow an older one.
