@@ -14,7 +14,7 @@ from PIL import _imaging as pillow_core
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger, open_ledger
 from services.config import Settings
-from services.gateway import errors
+from services.gateway import errors, openapi
 from services.gateway.auth import TokenSigner, load_or_create_secret
 from services.gateway.headers import SecurityHeaders
 from services.gateway.jobs_index import JobsIndex
@@ -81,6 +81,7 @@ def build_app(
     errors.install(app)
     for router in (session.router, account.router, jobs.router, suggest.router, pages.router):
         app.include_router(router)
+    openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(SecurityHeaders)
     return app

@@ -1,5 +1,6 @@
-"""The web page, the API's documents and the health check."""
+"""The web page, the API's documents (Swagger UI at /docs) and the health check."""
 
+import importlib.util
 from pathlib import Path
 
 import anyio.to_thread
@@ -7,8 +8,22 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, JSONResponse
 
 from services.gateway.dependencies import GatewayDep
+from services.gateway.errors import not_found
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+def _swagger_ui_dir() -> Path:
+    # Found, not imported: the package's Python side (templates for other frameworks) is not used.
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the swagger-ui-py package is missing: pip install the gateway's dependencies")
+    return Path(spec.origin).parent / "static"
+
+
+SWAGGER_UI_DIR = _swagger_ui_dir()
+SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png"})
+"""The files of Swagger UI that /docs loads; the package's others (the editor, source maps) are not served."""
 
 router = APIRouter(tags=["docs"])
 
@@ -20,7 +35,16 @@ async def page() -> FileResponse:
 
 @router.get("/docs", include_in_schema=False)
 async def docs() -> FileResponse:
+    """Swagger UI on /openapi.json."""
     return FileResponse(STATIC_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/docs/{name}", include_in_schema=False)
+async def swagger_ui_file(name: str) -> FileResponse:
+    """One of :data:`SWAGGER_UI_FILES`, as the pinned package ships it."""
+    if name not in SWAGGER_UI_FILES:
+        raise not_found("file")
+    return FileResponse(SWAGGER_UI_DIR / name, headers={"Cache-Control": "public, max-age=3600"})
 
 
 @router.get("/asyncapi.json")
