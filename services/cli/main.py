@@ -118,6 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="data folder; stack.env there tells other i2v commands where the stack runs "
         "(default I2V_STATE_DIR or ./.i2v)",
     )
+    up.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        metavar="N",
+        help="gateway processes, each on a port of its own; more than one needs a PostgreSQL jobs index they "
+        "share (I2V_LEDGER_DSN or I2V_INDEX_DSN=postgresql://...)",
+    )
     nats_auth = stack_sub.add_parser(
         "nats-auth",
         help="users, passwords and permissions for a nats-server of your own (production)",
@@ -204,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _nats_auth(args.dir, args.rotate)
             if args.stack_command == "streams":
                 return _declare_streams()
-            return _stack_up(args.state_dir)
+            return _stack_up(args.state_dir, gateways=args.gateways)
         if args.command == "accounts":
             return _accounts(args)
         if args.command in ("jobs", "dlq"):
@@ -308,7 +316,7 @@ def _serve(service: str) -> int:
     return 0
 
 
-def _stack_up(state_dir: Path | None) -> int:
+def _stack_up(state_dir: Path | None, *, gateways: int = 1) -> int:
     from services.cli.settings import state_folder
     from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
     from services.stack.state_file import public_settings, stack_file
@@ -323,8 +331,11 @@ def _stack_up(state_dir: Path | None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stack = EmbeddedStack(state_dir, services=WITH_GATEWAY, say=lambda line: print(line, flush=True))
-    stack.start()
+    stack = EmbeddedStack(state_dir, services=WITH_GATEWAY, gateways=gateways, say=lambda line: print(line, flush=True))
+    try:
+        stack.start()
+    except ValueError as exc:  # a setting the stack cannot run with: one line, as the arguments' errors
+        raise CliError(str(exc)) from None
     try:
         settings_file = stack_file(stack.state_dir)
         for line in public_settings(stack.env()):
@@ -334,7 +345,8 @@ def _stack_up(state_dir: Path | None) -> int:
             f"from the state folder, `set -a; . {settings_file}; set +a` exports it)",
             flush=True,
         )
-        print(f"web page and API: {stack.gateway_url}", flush=True)
+        for url in stack.gateway_urls:
+            print(f"web page and API: {url}", flush=True)
         for name, url in stack.metrics_urls.items():
             print(f"metrics {name}: {url}", flush=True)
         print(f"an API key for the page: i2v accounts key {LOCAL_ACCOUNT} --state-dir {state_dir}", flush=True)

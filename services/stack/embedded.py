@@ -84,6 +84,10 @@ class EmbeddedStack:
     nats: NatsServer | None = None
     s3: SeaweedS3 | None = None
     gateway_port: int | None = None
+    gateways: int = 1
+    """Gateway processes when ``services`` has the gateway; more than one needs a PostgreSQL jobs index."""
+    gateway_ports: list[int] = field(default_factory=list)
+    """Every gateway's port, :attr:`gateway_port` first."""
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Each child's /healthz, /readyz and /metrics port, chosen at start and kept across its restarts."""
     _children: dict[str, _Child] = field(default_factory=dict)
@@ -101,6 +105,7 @@ class EmbeddedStack:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def start(self, timeout: float = 180.0) -> None:
+        self._check_gateways()
         self.state_dir = self.state_dir.resolve()
         # Data, logs, ledger and credentials: the owner's only.
         private_dir(self.state_dir)
@@ -116,13 +121,16 @@ class EmbeddedStack:
             self.s3.start()
             self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
             # Chosen together so that no two are the same.
-            ports = free_ports(len(self.services) + 1)
-            if "gateway" in self.services and self.gateway_port is None:
-                self.gateway_port = ports[-1]
-            self.metrics_ports = dict(zip(self.services, ports, strict=False))
+            children = self._child_names()
+            ports = free_ports(len(children) + self.gateways)
+            if "gateway" in self.services:
+                http = ports[len(children) :]
+                self.gateway_port = http[0] if self.gateway_port is None else self.gateway_port
+                self.gateway_ports = [self.gateway_port, *http[1:]]
+            self.metrics_ports = dict(zip(children, ports, strict=False))
             _in_own_loop(self._declare_streams)
             object_store_from(self.settings()).ensure_bucket()
-            for name in self.services:
+            for name in children:
                 self._spawn(name)
             self._wait_ready(time.monotonic() + timeout)
             write_stack_file(self.state_dir, self.env())
@@ -187,6 +195,33 @@ class EmbeddedStack:
         return f"http://{LOOPBACK}:{self.gateway_port}"
 
     @property
+    def gateway_urls(self) -> list[str]:
+        """Every gateway's web page and API, :attr:`gateway_url` first."""
+        return [f"http://{LOOPBACK}:{port}" for port in self.gateway_ports]
+
+    def _child_names(self) -> list[str]:
+        """One child per service; the gateway's second and later processes are gateway-2, gateway-3..."""
+        extra = [f"gateway-{n}" for n in range(2, self.gateways + 1)] if "gateway" in self.services else []
+        return [*self.services, *extra]
+
+    def _check_gateways(self) -> None:
+        """Refuse in one line gateways that could not share their jobs index (a SQLite file serves one)."""
+        if self.gateways < 1:
+            raise ValueError(f"gateways must be at least 1, got {self.gateways}")
+        if self.gateways == 1:
+            return
+        if "gateway" not in self.services:
+            raise ValueError(f"{self.gateways} gateways asked of a stack that runs none")
+        shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_")}
+        given = settings_from({**shell, **self.extra_env, "I2V_STATE_DIR": str(self.state_dir)})
+        index = given.resolved_index_dsn()
+        if not index.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                f"{self.gateways} gateways need one jobs index to share: set I2V_LEDGER_DSN (or I2V_INDEX_DSN) to a"
+                f" postgresql:// DSN; a SQLite index ({index}) serves one gateway"
+            )
+
+    @property
     def metrics_urls(self) -> dict[str, str]:
         """Each service's Prometheus /metrics (its /healthz and /readyz beside it), by service name."""
         host = self._env().get("I2V_METRICS_HOST", LOOPBACK)
@@ -233,14 +268,16 @@ class EmbeddedStack:
         env = {
             **inherited,
             **self._env(),
-            **self._nats_login(name),
+            **self._nats_login(_service_of(name)),
             "I2V_READY_FILE": str(ready),
             "I2V_LOG_FILE": str(self.log_path(name)),
             "I2V_METRICS_PORT": str(self.metrics_ports[name]),
         }
+        if name.startswith("gateway-"):
+            env["I2V_GATEWAY_PORT"] = str(self.gateway_ports[int(name.removeprefix("gateway-")) - 1])
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", "serve", name],
+                [sys.executable, "-m", "services.cli.main", "serve", _service_of(name)],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -250,7 +287,7 @@ class EmbeddedStack:
         self._children[name] = _Child(name, process, time.monotonic(), restarts=previous.restarts if previous else 0)
 
     def _wait_ready(self, deadline: float) -> None:
-        pending = set(self.services)
+        pending = set(self._child_names())
         while pending:
             for name in sorted(pending):
                 child = self._children[name]
@@ -300,6 +337,11 @@ def _in_own_loop(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
     thread.join()
     if failure:
         raise failure[0]
+
+
+def _service_of(child: str) -> str:
+    """The service a child runs: gateway-2 is a gateway."""
+    return child.partition("-")[0]
 
 
 def _tail(path: Path, lines: int = 15) -> str:
