@@ -63,9 +63,9 @@ async def test_swagger_ui_renders_the_document_from_the_gateway_alone(gateway: R
             await page.goto(f"{gateway.url}/docs")
             await page.wait_for_selector(SUBMIT, timeout=30_000)
             assert await page.locator(".opblock").count() == operations
-            await _open_submit_and_read_its_examples(page)
             ARTIFACTS.mkdir(exist_ok=True)
-            await page.screenshot(path=str(ARTIFACTS / "gateway-docs.png"), full_page=False)
+            await page.screenshot(path=str(ARTIFACTS / "gateway-docs.png"))
+            await _open_submit_and_read_its_examples(page)
             await _try_the_account_with_the_key(page, key, name)
             violations: list[str] = await page.evaluate("window.__violations || []")
         finally:
@@ -89,11 +89,15 @@ async def _open_submit_and_read_its_examples(page: Page) -> None:
     statuses = await block.locator(".responses-table > tbody > tr.response > td.response-col_status").all_inner_texts()
     assert {"200", "202", "401", "402", "413", "415", "422", "429"} <= {s.split()[0] for s in statuses}, statuses
     assert '"status": "queued"' in await block.inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await block.screenshot(path=str(ARTIFACTS / "gateway-docs-submit.png"))
 
 
 async def _try_the_account_with_the_key(page: Page, key: str, account: str) -> None:
     """Authorize with the API key, then "Try it out" on GET /v1/account: the answer names the account."""
     await page.click(".auth-wrapper .authorize")
+    schemes = await page.inner_text(".dialog-ux .modal-ux-content")
+    assert "Bearer" in schemes and "i2v_session" in schemes and "token" in schemes, schemes
     await page.fill(".auth-container:has-text('apiKey') input", key)
     await page.click(".auth-container:has-text('apiKey') button.authorize")
     await page.click(".dialog-ux button.close-modal")
