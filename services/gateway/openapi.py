@@ -12,6 +12,9 @@ first asked for:
    the few a route returns without declaring are added (:data:`UNDECLARED`);
 3. examples: the request bodies, every 2xx answer, and every error, built from the API's own models and
    error constructors so that an example that no longer fits its schema fails when it is built.
+
+A new route is documented by what it declares: its errors in ``responses=``, and examples on its body's and
+answer's models (``json_schema_extra={"examples": [...]}``), which are used where this module has none.
 """
 
 import base64
@@ -34,7 +37,7 @@ from contracts.failures import FailureCode
 from contracts.params import GenerationParams
 from contracts.pricing import price_points
 from contracts.stages import Stage
-from services.gateway.auth import LINK_RESOURCE
+from services.gateway.auth import LINK_RESOURCE, Token, TokenKind, job_in
 from services.gateway.dependencies import SESSION_COOKIE, current_caller, unauthorized
 from services.gateway.errors import ApiError, ErrorResponse, not_found, validation_error
 from services.gateway.progress import JobError, JobOutput, JobStatus
@@ -159,9 +162,22 @@ def security_of(method: str, path: str, secured: set[Operation]) -> list[dict[st
     if (method, path) not in secured:
         return []
     requirement: list[dict[str, list[str]]] = [{BEARER: []}, {SESSION: []}]
-    if method in {"get", "head"} and re.fullmatch(LINK_RESOURCE, path.replace("{job_id}", _A_JOB)):
+    if _link_opens(method, path):
         requirement.append({LINK: []})
     return requirement
+
+
+def _link_opens(method: str, path: str) -> bool:
+    """Whether a link token can open the operation: one made for its path, or for the job it lies under."""
+    concrete = re.sub(r"\{[^}]+\}", "1", path.replace("{job_id}", _A_JOB))
+    made_for = [concrete] if re.fullmatch(LINK_RESOURCE, concrete) else []
+    job = job_in(concrete)
+    if job is not None:
+        made_for.append(f"/v1/jobs/{job}")
+    return any(
+        Token(account="", expires_at=0, kind=TokenKind.LINK, key_hash="", resource=r).opens(method.upper(), concrete)
+        for r in made_for
+    )
 
 
 # --- 2. statuses ----------------------------------------------------------------------------------
@@ -546,6 +562,9 @@ def _add_examples(method: str, path: str, operation: dict[str, Any], schemas: di
         body["application/json"]["examples"] = {
             "video": _example("a link to a job's video", {"resource": f"/v1/jobs/{_A_JOB}/video"})
         }
+    elif examples := _schema_examples(body, schemas, "a request"):
+        for media in body.values():
+            media["examples"] = examples
     errors_by_status, per_operation = _error_examples()
     for status, response in operation["responses"].items():
         content = response.get("content", {})
@@ -567,7 +586,9 @@ def _add_examples(method: str, path: str, operation: dict[str, Any], schemas: di
         }
 
 
-def _schema_examples(content: dict[str, Any], schemas: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _schema_examples(
+    content: dict[str, Any], schemas: dict[str, Any], summary: str = "an answer"
+) -> dict[str, dict[str, Any]]:
     """The examples a response's schema carries itself (a model's ``json_schema_extra``), named."""
     for media in content.values():
         schema = media.get("schema", {})
@@ -576,5 +597,5 @@ def _schema_examples(content: dict[str, Any], schemas: dict[str, Any]) -> dict[s
             schema = schemas.get(ref.rsplit("/", 1)[-1], {})
         found = schema.get("examples")
         if found:
-            return {f"example{i + 1}": _example("an answer", value) for i, value in enumerate(found)}
+            return {f"example{i + 1}": _example(summary, value) for i, value in enumerate(found)}
     return {}

@@ -14,7 +14,7 @@ from infra.objectstore import MemoryObjectStore
 from services.billing.ledger import open_ledger
 from services.config import Settings
 from services.gateway.app import build_app
-from services.gateway.openapi import BEARER, SESSION, operations
+from services.gateway.openapi import BEARER, LINK, SESSION, operations
 from services.gateway.routers.pages import SWAGGER_UI_FILES
 
 PUBLIC = {("get", "/healthz"), ("get", "/asyncapi.json"), ("get", "/v1/quote"), ("delete", "/v1/session")}
@@ -55,6 +55,11 @@ def test_every_operation_but_the_public_ones_takes_the_api_key(document: dict[st
             assert {BEARER: []} in requirement, (method, path)
             assert "401" in operation["responses"], (method, path)
     assert document["paths"]["/v1/session"]["post"]["security"] == [{BEARER: []}], "logging in takes the key only"
+    # A link token opens GET and HEAD of what it was made for, a job's token all under the job; never a change.
+    for method, path in [("get", "/v1/account"), ("head", "/v1/jobs/{job_id}/video"), ("get", "/v1/jobs/{job_id}")]:
+        assert {LINK: []} in document["paths"][path][method]["security"], (method, path)
+    for method, path in [("post", "/v1/jobs"), ("post", "/v1/jobs/{job_id}/cancel"), ("post", "/v1/tokens")]:
+        assert {LINK: []} not in document["paths"][path][method]["security"], (method, path)
 
 
 async def test_what_the_document_secures_is_what_the_gateway_refuses_without_credentials(
@@ -68,6 +73,9 @@ async def test_what_the_document_secures_is_what_the_gateway_refuses_without_cre
         assert (answer.status_code == 401) == bool(operation.get("security")), (method, path, answer.text)
 
 
+HOW = "give the route's models json_schema_extra={'examples': [...]}, or add one in services/gateway/openapi.py"
+
+
 def test_every_operation_shows_an_example_of_its_success(document: dict[str, Any]) -> None:
     for (method, path), operation in operations(document):
         successes = {s: r for s, r in operation["responses"].items() if s.startswith("2")}
@@ -76,12 +84,12 @@ def test_every_operation_shows_an_example_of_its_success(document: dict[str, Any
         for status, response in successes.items():
             for kind, media in response.get("content", {}).items():
                 if kind.startswith(("application/json", "text/")):
-                    assert media.get("examples"), (method, path, status, kind)
+                    assert media.get("examples"), (method, path, status, kind, HOW)
                 shown = shown or bool(media.get("examples"))
             shown = shown or any("example" in h for h in response.get("headers", {}).values())
-        assert shown or set(successes) == {"204"}, (method, path)  # No Content has nothing to show
+        assert shown or set(successes) == {"204"}, (method, path, HOW)  # No Content has nothing to show
         if "requestBody" in operation:
-            assert any(m.get("examples") for m in operation["requestBody"]["content"].values()), (method, path)
+            assert any(m.get("examples") for m in operation["requestBody"]["content"].values()), (method, path, HOW)
 
 
 def test_every_error_answer_shows_an_example(document: dict[str, Any]) -> None:
