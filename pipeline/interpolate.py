@@ -14,8 +14,23 @@ native frames copied as they are; in-between ones come from the two native neigh
   the two flows read at the output pixel (Super SloMo's starting estimate), bilinearly, blended by time.
 - ``blend``: a plain cross-fade, no motion.
 
-``bench/interpolation.py`` measures the three on real clips. Flow is computed once per neighbour pair,
-one pair at a time, so memory stays at one pair of flow fields whatever the clip length.
+Flow is computed once per neighbour pair, one pair at a time, so memory stays at one pair of flow
+fields whatever the clip length.
+
+``bench/interpolation.py`` on real clips, frame i+g predicted from frames i and i+2g, ``dis`` minus
+``dis_v1`` in PSNR and its time per predicted frame (2 CPU cores, shared, so times are rough):
+
+    clip            g=1     g=2     g=4    time
+    bikes          +0.80   +0.41   +0.07   1.2-1.3x
+    carphone       +0.21   +0.12   -0.06   1.2-1.8x
+    bigbuckbunny   +0.09   +0.01   -0.09   1.2-1.4x
+
+Stretching 14 frames to 96 it takes 1.3-2.1x ``dis_v1``'s time per frame. Nothing tried gets +1.0 dB
+over ``dis_v1``: motion measured from the true middle frame and made symmetric gains only 1.4 / 0.9 /
+0.4 dB over ``dis`` on bikes, 0.6 on bigbuckbunny and 0 on carphone, whose middle frames sit off the
+straight path (hand-held shake: a smooth offset per frame is worth 4.5 dB there). The pairs either side
+do not predict that offset, so motion from four native frames was measured and not kept (see the
+Interpolation paragraph of docs/ARCHITECTURE.md).
 """
 
 from collections.abc import Callable
