@@ -33,7 +33,9 @@ class NatsServer(ManagedProcess):
 
     ``config`` is nats-server configuration text (e.g. an ``authorization`` block with users and
     permissions), written to ``nats.conf`` in ``state_dir``, readable by the owner only; without it
-    the server lets anyone connect.
+    the server lets anyone connect. ``sync_interval`` is how often JetStream fsyncs its files:
+    ``"always"`` (before each acknowledgement), a duration such as ``"1s"``, or None for the
+    server's default (every 2 minutes).
     """
 
     _name = "nats-server"
@@ -54,9 +56,11 @@ class NatsServer(ManagedProcess):
         port: int | None = None,
         binary: Path | None = None,
         config: str = "",
+        sync_interval: str | None = None,
     ) -> None:
         super().__init__(state_dir, host=host, port=port, binary=binary)
         self._config = config
+        self._sync_interval = sync_interval
 
     @property
     def config_path(self) -> Path:
@@ -75,7 +79,8 @@ class NatsServer(ManagedProcess):
 
     def _prepare(self) -> None:
         super()._prepare()
-        write_private(self.config_path, _LOG_ROTATION + self._config)
+        jetstream = f"jetstream {{ sync_interval: {self._sync_interval} }}\n" if self._sync_interval else ""
+        write_private(self.config_path, _LOG_ROTATION + jetstream + self._config)
 
     def _plan_launch(self, binary: Path, pick_port: bool) -> Launch:
         candidates = free_ports(2, self.host)

@@ -14,12 +14,22 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="I2V_", extra="ignore")
 
-    nats_url: str = Field("", description="NATS server URL, e.g. nats://127.0.0.1:4222")
+    nats_url: str = Field(
+        "",
+        description="NATS server URL, e.g. nats://127.0.0.1:4222; for a cluster every node's, separated by commas",
+    )
     nats_user: str = Field("", description="NATS user of this process (the embedded stack gives each service its own)")
     nats_password: str = Field("", repr=False, description="password of I2V_NATS_USER")
     nats_inbox_prefix: str = Field(
         "",
         description="prefix of its reply subjects; default _INBOX_<I2V_NATS_USER>, which its permissions allow",
+    )
+    stream_replicas: int = Field(
+        1,
+        ge=1,
+        le=5,
+        description="copies JetStream keeps of each stream and of the cancel bucket: 1 on one nats-server, "
+        "3 on a cluster (the embedded stack sets it from --nats-nodes)",
     )
     s3_endpoint: str = Field("", description="S3 API endpoint, e.g. http://127.0.0.1:8333")
     s3_access_key: str = ""

@@ -23,7 +23,7 @@ from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, job_events_filter
 from infra.objectstore import ObjectStore
 from pipeline.image import content_type_of
-from services.bus.connection import nats_options
+from services.bus.connection import nats_options, nats_servers
 from services.bus.publishing import Command, StageEvent, route
 from services.bus.streams import ensure_streams
 from services.config import Settings
@@ -113,34 +113,51 @@ class JobClient:
         cls, settings: Settings, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S
     ) -> "JobClient":
         """:meth:`connect` to ``I2V_NATS_URL`` as ``I2V_NATS_USER`` (see services/bus/connection.py)."""
-        return await cls.connect(settings.nats_url, store, timeout_s, **nats_options(settings))
+        return await cls.connect(
+            settings.nats_url, store, timeout_s, replicas=settings.stream_replicas, **nats_options(settings)
+        )
 
     @classmethod
     async def connect(
-        cls, nats_url: str, store: ObjectStore, timeout_s: float = CONNECT_TIMEOUT_S, **options: Any
+        cls,
+        nats_url: str,
+        store: ObjectStore,
+        timeout_s: float = CONNECT_TIMEOUT_S,
+        *,
+        replicas: int = 1,
+        **options: Any,
     ) -> "JobClient":
         """Connect and declare the streams; BusUnreachableError if that takes longer than ``timeout_s``.
 
-        ``options`` go to ``nats.connect`` (user, password, inbox prefix). Once connected the client
-        reconnects for ever, so a job outlives a restart of nats-server.
+        ``nats_url`` is one server or several separated by commas (a cluster's nodes), ``replicas`` the
+        streams' I2V_STREAM_REPLICAS, and ``options`` go to ``nats.connect`` (user, password, inbox prefix).
+        Once connected the client reconnects for ever, so a job outlives a restart of nats-server.
         """
+        try:
+            servers = nats_servers(nats_url)
+        except ValueError as exc:
+            raise BusUnreachableError(str(exc)) from None
         failed: asyncio.Future[Exception] = asyncio.get_running_loop().create_future()
+        refused: list[Exception] = []
 
         async def on_error(exc: Exception) -> None:
             if not failed.done():
                 log.debug("NATS at %s: %s", nats_url, exc)
-                failed.set_result(exc)
+                refused.append(exc)
+                # A cluster node that is down is skipped: the connect is over once every server failed.
+                if len(refused) >= len(servers):
+                    failed.set_result(exc)
             elif "permissions violation" in str(exc):
                 # A publish or subscription this user may not make: the call waits for its timeout.
                 log.warning("NATS at %s refused: %s", nats_url, str(exc).removeprefix("nats: "))
             else:
                 log.debug("NATS at %s: %s", nats_url, exc)
 
-        # Reconnecting for ever would also retry the first connect for ever: the first failed
-        # attempt (refused, or no answer within connect_timeout) ends it here.
+        # Reconnecting for ever would also retry the first connect for ever: the first round of failed
+        # attempts (each server refused, or gave no answer within connect_timeout) ends it here.
         connecting = asyncio.ensure_future(
             nats.connect(
-                nats_url,
+                servers,
                 connect_timeout=min(2.0, timeout_s),
                 max_reconnect_attempts=-1,
                 error_cb=on_error,
@@ -164,7 +181,7 @@ class JobClient:
         failed.cancel()
         client = cls(nc, store)
         try:
-            await asyncio.wait_for(ensure_streams(client._js), timeout_s)
+            await asyncio.wait_for(ensure_streams(client._js, replicas), timeout_s)
         except (TimeoutError, nats.errors.Error) as exc:
             await client.close()
             raise BusUnreachableError(

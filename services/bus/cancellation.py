@@ -20,13 +20,14 @@ log = logging.getLogger("i2v.cancel")
 _KEEP_S = 30 * 24 * 3600.0
 
 
-async def cancel_bucket(js: JetStreamContext) -> KeyValue:
-    """The cancel bucket, created on first use."""
+async def cancel_bucket(js: JetStreamContext, replicas: int = 1) -> KeyValue:
+    """The cancel bucket, created on first use on ``replicas`` nodes (ensure_streams changes an existing
+    bucket's count)."""
     try:
         return await js.key_value(CANCEL_BUCKET)
     except BucketNotFoundError:
         return await js.create_key_value(
-            KeyValueConfig(bucket=CANCEL_BUCKET, history=1, ttl=_KEEP_S, storage=StorageType.FILE)
+            KeyValueConfig(bucket=CANCEL_BUCKET, history=1, ttl=_KEEP_S, storage=StorageType.FILE, replicas=replicas)
         )
 
 

@@ -1,5 +1,8 @@
-"""How a process authenticates to NATS: the options every connection of it passes to ``nats.connect``,
-and the same for FastStream's ``NatsBroker``, built from its settings.
+"""How a process reaches NATS: the servers it connects to and the options every connection of it passes to
+``nats.connect``, and the same for FastStream's ``NatsBroker``, built from its settings.
+
+``I2V_NATS_URL`` names one server or, for a cluster, every node separated by commas; clients are given all
+of them, so a connection moves to another node when its own goes down.
 
 Each user gets replies on subjects of its own, ``_INBOX_<user>.>``: its permissions allow it to
 subscribe there and nowhere else, so no user can read another's replies (JetStream acks, consumer
@@ -11,6 +14,15 @@ from typing import Any
 from faststream.nats.security import NatsUserPassword
 
 from services.config import Settings
+
+
+def nats_servers(url: str) -> list[str]:
+    """The server URLs in ``url`` (one, or several separated by commas), for ``nats.connect`` and
+    ``NatsBroker``; ValueError for an empty entry."""
+    servers = [part.strip() for part in url.split(",")]
+    if not all(servers):
+        raise ValueError(f"I2V_NATS_URL {url!r} has an empty entry: give server URLs separated by commas")
+    return servers
 
 
 def inbox_prefix(user: str) -> str:

@@ -28,7 +28,7 @@ from contracts.subjects import EVENTS_STREAM, WORK_STREAM, durable_name, work_su
 from infra.objectstore import ObjectStore
 from services.bus.adapters import BrokerPublisher, NatsDelivery
 from services.bus.cancellation import CancelRegistry
-from services.bus.connection import broker_options, nats_options, subscriber_inbox
+from services.bus.connection import broker_options, nats_options, nats_servers, subscriber_inbox
 from services.bus.ports import Publisher
 from services.bus.runner import StageRunner, dead_letter_unreadable
 from services.bus.streams import ensure_streams
@@ -190,10 +190,10 @@ class ServiceKit:
                 health.append(server)
                 log.info("%s metrics on http://%s:%d/metrics", self.name, settings.metrics_host, server.port)
             nc = await nats.connect(
-                settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
+                nats_servers(settings.nats_url), connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
             )
             connections.append(nc)
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), settings.stream_replicas)
             await self.cancels.start(nc.jetstream())
             for item in self._deferred:
                 await anyio.to_thread.run_sync(item)
@@ -228,7 +228,7 @@ def service_kit(name: str, settings: Settings) -> ServiceKit:
     tracing = tracer_provider(name, settings.trace_file)
     holder: list[ServiceKit] = []
     broker = NatsBroker(
-        settings.nats_url,
+        nats_servers(settings.nats_url),
         middlewares=[
             NatsTelemetryMiddleware(tracer_provider=tracing),
             partial(PoisonMiddleware, kit=holder),

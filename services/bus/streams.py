@@ -1,6 +1,7 @@
 """The three JetStream streams, declared in one place so every service and the CLI agree on them."""
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Iterator
 
@@ -30,6 +31,7 @@ _DAY = 24 * 3600.0
 # A retried publish within this window is dropped by JetStream (Nats-Msg-Id); an hour covers any backoff.
 _DEDUP_WINDOW_S = 3600.0
 _MIB = 1024 * 1024
+_CANCEL_STREAM = f"KV_{CANCEL_BUCKET}"
 # Disk each stream may fill besides its age limit. JetStream reserves these on the server (1.5 GiB in
 # all), so they stay modest for a laptop; a production deployment raises them with its traffic.
 WORK_MAX_BYTES = 256 * _MIB
@@ -76,9 +78,18 @@ DLQ = StreamConfig(
 ALL_STREAMS = (WORK, EVENTS, DLQ)
 
 
-async def ensure_streams(js: JetStreamContext) -> None:
+def stream_configs(replicas: int = 1) -> tuple[StreamConfig, ...]:
+    """The three streams as declared, each kept on ``replicas`` nodes (I2V_STREAM_REPLICAS)."""
+    return tuple(dataclasses.replace(config, num_replicas=replicas) for config in ALL_STREAMS)
+
+
+async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the streams and the cancel bucket, or bring an existing stream's config up to date, then
     dead-letter whatever the work stream holds on a subject no stage consumes.
+
+    Each stream and the bucket is kept on ``replicas`` nodes (``I2V_STREAM_REPLICAS``); one declared with
+    another count is changed to it, which a cluster does in place (a single nats-server refuses more than
+    one: :class:`StreamReplicasError`).
 
     Safe to call from every process at once. Streams already as configured here are only looked up, so
     a user allowed to look streams up but not to change them (every user but the admin, see
@@ -87,8 +98,11 @@ async def ensure_streams(js: JetStreamContext) -> None:
     from services.bus.cancellation import cancel_bucket
 
     with _changing(CANCEL_BUCKET):
-        await cancel_bucket(js)
-    for config in ALL_STREAMS:
+        await cancel_bucket(js, replicas)
+    bucket = await js.stream_info(_CANCEL_STREAM)
+    if (bucket.config.num_replicas or 1) != replicas:
+        await _rescale(js, dataclasses.replace(bucket.config, num_replicas=replicas), bucket.config)
+    for config in stream_configs(replicas):
         try:
             info = await js.stream_info(config.name or "")
         except NotFoundError:
@@ -99,7 +113,9 @@ async def ensure_streams(js: JetStreamContext) -> None:
                 # Another process created it between our lookup and add: fine, it is the same config.
                 await js.stream_info(config.name or "")
         else:
-            if not _configured_as(info.config, config):
+            if (info.config.num_replicas or 1) != replicas:
+                await _rescale(js, config, info.config)
+            elif not _configured_as(info.config, config):
                 with _changing(config.name):
                     await js.update_stream(config)
     await sweep_unknown_work(js)
@@ -107,6 +123,31 @@ async def ensure_streams(js: JetStreamContext) -> None:
 
 class StreamsNotDeclaredError(TimeoutError):
     """A stream is missing or out of date and this user may not change it (the server does not answer)."""
+
+
+class StreamReplicasError(RuntimeError):
+    """A stream is kept on another number of nodes than I2V_STREAM_REPLICAS asks, and the server refused
+    to change it (a single nats-server keeps one copy only)."""
+
+
+async def _rescale(js: JetStreamContext, config: StreamConfig, current: StreamConfig) -> None:
+    """Update a stream to ``config``, whose replica count differs from the ``current`` one's; every
+    failure is one line saying what to do."""
+    have, want = current.num_replicas or 1, config.num_replicas or 1
+    settle = f"set I2V_STREAM_REPLICAS={have} to use the stream as it is"
+    try:
+        await js.update_stream(config)
+    except nats.errors.TimeoutError:
+        raise StreamsNotDeclaredError(
+            f"stream {config.name} has {have} replica(s) and I2V_STREAM_REPLICAS={want}: only the NATS admin may "
+            f"change that (`i2v stack streams` as I2V_NATS_USER=admin with I2V_STREAM_REPLICAS={want}); or {settle}"
+        ) from None
+    except APIError as exc:
+        raise StreamReplicasError(
+            f"stream {config.name} has {have} replica(s) and I2V_STREAM_REPLICAS={want}, which NATS refused "
+            f"({exc.description}): run a cluster of at least {want} nodes, or {settle}"
+        ) from None
+    log.warning("stream %s now kept on %d node(s) (was %d)", config.name, want, have)
 
 
 @contextlib.contextmanager

@@ -119,6 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default I2V_STATE_DIR or ./.i2v)",
     )
     up.add_argument(
+        "--nats-nodes",
+        type=_nats_nodes,
+        default=1,
+        metavar="N",
+        help="nats-server nodes: 1 (default), or a cluster of 3, 5 or 7 keeping every stream on 3 of them",
+    )
+    up.add_argument(
         "--gateways",
         type=int,
         default=1,
@@ -212,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _nats_auth(args.dir, args.rotate)
             if args.stack_command == "streams":
                 return _declare_streams()
-            return _stack_up(args.state_dir, gateways=args.gateways)
+            return _stack_up(args.state_dir, nats_nodes=args.nats_nodes, gateways=args.gateways)
         if args.command == "accounts":
             return _accounts(args)
         if args.command in ("jobs", "dlq"):
@@ -316,7 +323,18 @@ def _serve(service: str) -> int:
     return 0
 
 
-def _stack_up(state_dir: Path | None, *, gateways: int = 1) -> int:
+def _nats_nodes(text: str) -> int:
+    """1, or an odd cluster size: JetStream needs a majority of the nodes up, and a fourth adds no tolerance."""
+    try:
+        nodes = int(text)
+    except ValueError:
+        nodes = 0
+    if nodes not in (1, 3, 5, 7):
+        raise argparse.ArgumentTypeError(f"{text!r}: give 1, or 3, 5 or 7 for a cluster")
+    return nodes
+
+
+def _stack_up(state_dir: Path | None, *, nats_nodes: int = 1, gateways: int = 1) -> int:
     from services.cli.settings import state_folder
     from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
     from services.stack.state_file import public_settings, stack_file
@@ -331,7 +349,13 @@ def _stack_up(state_dir: Path | None, *, gateways: int = 1) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    stack = EmbeddedStack(state_dir, services=WITH_GATEWAY, gateways=gateways, say=lambda line: print(line, flush=True))
+    stack = EmbeddedStack(
+        state_dir,
+        services=WITH_GATEWAY,
+        nats_nodes=nats_nodes,
+        gateways=gateways,
+        say=lambda line: print(line, flush=True),
+    )
     try:
         stack.start()
     except ValueError as exc:  # a setting the stack cannot run with: one line, as the arguments' errors
@@ -362,14 +386,18 @@ def _stack_up(state_dir: Path | None, *, gateways: int = 1) -> int:
 
 
 def _nats_auth(folder: Path, rotate: list[str]) -> int:
-    from services.stack.nats_auth import USERS, write_nats_auth
+    from services.stack.nats_auth import ROUTE, USERS, write_nats_auth
 
-    unknown = sorted(set(rotate) - set(USERS))
+    unknown = sorted(set(rotate) - {*USERS, ROUTE})
     if unknown:
-        raise CliError(f"--rotate: no user {', '.join(unknown)} (users: {', '.join(USERS)})")
+        raise CliError(f"--rotate: no user {', '.join(unknown)} (users: {', '.join((*USERS, ROUTE))})")
     conf = write_nats_auth(folder, rotate)
     print(f"nats-server authorization: {conf} (include it in the server's config; it holds hashes only)")
     print(f"each user's settings: {folder}/<user>.env (owner-only; give each process its own)")
+    print(
+        f"a cluster's routes: include {folder}/nats-route-auth.conf in each node's cluster block; route URLs "
+        f"log in as nats-route://{ROUTE}:PASSWORD@host:port with the password in {folder}/{ROUTE}.env"
+    )
     return 0
 
 
@@ -379,26 +407,30 @@ def _declare_streams() -> int:
     import nats
     import nats.errors
 
-    from services.bus.connection import nats_options
-    from services.bus.streams import ensure_streams
+    from services.bus.connection import nats_options, nats_servers
+    from services.bus.streams import StreamReplicasError, ensure_streams
     from services.cli.settings import load_settings
 
     settings = load_settings(from_stack_file=False)
     if not settings.nats_url:
         raise CliError("I2V_NATS_URL is not set")
+    try:
+        servers = nats_servers(settings.nats_url)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
 
     async def declare() -> None:
-        nc = await nats.connect(settings.nats_url, allow_reconnect=False, connect_timeout=5, **nats_options(settings))
+        nc = await nats.connect(servers, allow_reconnect=False, connect_timeout=5, **nats_options(settings))
         try:
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), settings.stream_replicas)
         finally:
             await nc.close()
 
     try:
         asyncio.run(declare())
-    except (OSError, TimeoutError, nats.errors.Error) as exc:
+    except (OSError, TimeoutError, StreamReplicasError, nats.errors.Error) as exc:
         raise CliError(f"NATS at {settings.nats_url}: {' '.join(str(exc).split()) or type(exc).__name__}", 1) from None
-    print(f"streams and cancel bucket declared on {settings.nats_url}")
+    print(f"streams and cancel bucket declared on {settings.nats_url} ({settings.stream_replicas} replica(s))")
     return 0
 
 

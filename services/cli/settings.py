@@ -96,7 +96,8 @@ def _answering_stack(folder: Path) -> Settings | str:
         return f"{folder / STACK_FILE} is not readable ({exc.errors()[0]['msg']})"
     if not (settings.nats_url and settings.s3_endpoint):
         return f"{folder / STACK_FILE} names no NATS and S3 servers"
-    if not _answers(settings.nats_url):
+    # A cluster's URLs, separated by commas: the stack runs while one of its nodes answers.
+    if not any(_answers(url.strip()) for url in settings.nats_url.split(",")):
         return f"the stack {folder / STACK_FILE} names is not running (nothing answers at {settings.nats_url})"
     return settings
 

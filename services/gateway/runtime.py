@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from contracts.subjects import EVENTS_STREAM
 from infra.objectstore import ObjectStore
 from services.billing.ledger import Ledger
-from services.bus.connection import nats_options
+from services.bus.connection import nats_options, nats_servers
 from services.bus.streams import ensure_streams
 from services.config import Settings
 from services.gateway.auth import TokenSigner
@@ -153,9 +153,11 @@ async def connect(gateway: Gateway) -> None:
     # The first look-up of a model's size imports the pipeline's model module: now, not in an upload.
     with contextlib.suppress(ApiError):
         await anyio.to_thread.run_sync(gateway.model_size, settings.model)
-    nc = await nats.connect(settings.nats_url, connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings))
+    nc = await nats.connect(
+        nats_servers(settings.nats_url), connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
+    )
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, settings.stream_replicas)
     gateway.nc = nc
     gateway.client = JobClient(nc, gateway.store)
     writer = IndexWriter(gateway.index)

@@ -14,6 +14,10 @@ NATS refuses anonymous clients: each service connects as its own user with its o
 the stack itself declares the streams as ``admin`` before any service starts. The passwords are made on
 first start into the state folder (services/stack/credentials.py); the file of ``i2v`` commands holds
 the client's only.
+
+``nats_nodes`` above one runs a nats-server cluster instead (infra/nats_cluster.py): every stream and the
+cancel bucket on three of its nodes (``I2V_STREAM_REPLICAS``), every client given all the nodes' URLs in
+``I2V_NATS_URL``, and a node that dies restarted by :meth:`EmbeddedStack.supervise` like a service.
 """
 
 import asyncio
@@ -31,16 +35,17 @@ from typing import Any
 
 import nats
 
-from infra.nats_server import NatsServer
+from infra.nats_cluster import NatsCluster, RouteAuth
+from infra.nats_server import NatsServer, NatsServerError
 from infra.ports import LOOPBACK, free_ports
 from infra.process import private_dir
 from infra.seaweed import SeaweedS3
-from services.bus.connection import nats_options
+from services.bus.connection import nats_options, nats_servers
 from services.bus.streams import ensure_streams
 from services.config import Settings, settings_from
 from services.objectstore import object_store_from
 from services.stack.credentials import NatsLogin, nats_logins
-from services.stack.nats_auth import ADMIN, CLIENT, USERS, authorization_block
+from services.stack.nats_auth import ADMIN, CLIENT, ROUTE, USERS, authorization_block
 from services.stack.state_file import remove_stack_file, write_stack_file
 
 log = logging.getLogger("i2v.stack")
@@ -51,6 +56,10 @@ WITH_GATEWAY = (*SERVICES, "gateway")
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_SYNC_INTERVAL = "always"
+"""JetStream fsyncs before it acknowledges a write: an acked reservation or charge survives a crash of the
+machine, not only of the process (docs/ARCHITECTURE.md, "Clustered NATS", has the cost)."""
+_MAX_REPLICAS = 3
 _PER_PROCESS = frozenset(
     {
         "I2V_READY_FILE",
@@ -81,7 +90,9 @@ class EmbeddedStack:
     services: tuple[str, ...] = SERVICES
     extra_env: Mapping[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = lambda _line: None
-    nats: NatsServer | None = None
+    nats_nodes: int = 1
+    """nats-server nodes: 1, or a cluster (3 keeps every stream through the loss of one node)."""
+    nats: NatsServer | NatsCluster | None = None
     s3: SeaweedS3 | None = None
     gateway_port: int | None = None
     gateways: int = 1
@@ -94,6 +105,7 @@ class EmbeddedStack:
     _shell: dict[str, str] = field(default_factory=dict)
     _logins: dict[str, NatsLogin] = field(default_factory=dict)
     _wrote_stack_file: bool = False
+    _nats_retry_at: float = 0.0
 
     def __enter__(self) -> "EmbeddedStack":
         self.start()
@@ -112,14 +124,14 @@ class EmbeddedStack:
         # Taken once: a child restarted later gets the settings its siblings got.
         self._shell = {k: v for k, v in os.environ.items() if k.startswith("I2V_") and k not in _PER_PROCESS}
         t0 = time.perf_counter()
-        self._logins = nats_logins(self.state_dir, USERS)
-        hashes = {user: login.hashed for user, login in self._logins.items()}
-        self.nats = NatsServer(self.state_dir / "nats", config=authorization_block(hashes))
+        self._logins = nats_logins(self.state_dir, (*USERS, ROUTE))
+        self.nats = self._nats_server()
         self.s3 = SeaweedS3(self.state_dir / "seaweedfs")
         try:
             self.nats.start()
             self.s3.start()
-            self.say(f"nats-server {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
+            servers = f"{self.nats_nodes} nodes" if self.nats_nodes > 1 else "nats-server"
+            self.say(f"{servers} {self.nats.url}, S3 {self.s3.endpoint} ({time.perf_counter() - t0:.1f}s)")
             # Chosen together so that no two are the same.
             children = self._child_names()
             ports = free_ports(len(children) + self.gateways)
@@ -175,6 +187,7 @@ class EmbeddedStack:
         env = {
             **self._shell,
             "I2V_NATS_URL": self.nats.url,
+            "I2V_STREAM_REPLICAS": str(self.stream_replicas),
             "I2V_S3_ENDPOINT": self.s3.endpoint,
             "I2V_S3_ACCESS_KEY": self.s3.access_key,
             "I2V_S3_SECRET_KEY": self.s3.secret_key,
@@ -239,11 +252,34 @@ class EmbeddedStack:
         login = self._logins[user]
         return {"I2V_NATS_USER": login.user, "I2V_NATS_PASSWORD": login.password}
 
+    @property
+    def stream_replicas(self) -> int:
+        """Nodes that keep each stream: every node, up to three."""
+        return min(self.nats_nodes, _MAX_REPLICAS)
+
+    def _nats_server(self) -> NatsServer | NatsCluster:
+        """One nats-server, or a cluster whose routes log in as their own user; the clients' users on each."""
+        if self.nats_nodes < 1:
+            raise ValueError(f"nats_nodes must be at least 1, got {self.nats_nodes}")
+        hashes = {user: self._logins[user].hashed for user in USERS}
+        config = authorization_block(hashes)
+        if self.nats_nodes == 1:
+            return NatsServer(self.state_dir / "nats", config=config, sync_interval=_SYNC_INTERVAL)
+        route = self._logins[ROUTE]
+        return NatsCluster(
+            self.state_dir / "nats-cluster",
+            self.nats_nodes,
+            config=config,
+            route_auth=RouteAuth(route.user, route.password, route.hashed),
+            sync_interval=_SYNC_INTERVAL,
+        )
+
     async def _declare_streams(self) -> None:
         """As the admin, the only user allowed to: the services and clients then find them."""
-        nc = await nats.connect(self.nats.url if self.nats else "", **nats_options(self.settings_as(ADMIN)))
+        settings = self.settings_as(ADMIN)
+        nc = await nats.connect(nats_servers(settings.nats_url), **nats_options(settings))
         try:
-            await ensure_streams(nc.jetstream())
+            await ensure_streams(nc.jetstream(), settings.stream_replicas)
         finally:
             await nc.close()
 
@@ -301,8 +337,9 @@ class EmbeddedStack:
             time.sleep(0.1)
 
     def supervise(self) -> None:
-        """Restart children that died, with backoff; call this periodically."""
+        """Restart children and nats-server nodes that died, with backoff; call this periodically."""
         now = time.monotonic()
+        self._supervise_nats(now)
         for name, child in list(self._children.items()):
             code = child.process.poll()
             if code is None:
@@ -320,6 +357,25 @@ class EmbeddedStack:
                 self._spawn(name)
                 self._children[name].restarts = child.restarts
                 self.say(f"service {name} restarted (restart #{child.restarts})")
+
+    def _supervise_nats(self, now: float) -> None:
+        """Start again a nats-server node that died; it comes back on its ports and catches up from its peers."""
+        if self.nats is None or now < self._nats_retry_at:
+            return
+        nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats]
+        for node in nodes:
+            if node.running:
+                continue
+            name = f"nats-server {node.state_dir.name}" if isinstance(self.nats, NatsCluster) else "nats-server"
+            self.say(f"{name} exited; restarting it")
+            log.warning("%s exited; restarting it", name)
+            try:
+                node.start()
+            except NatsServerError as exc:
+                self._nats_retry_at = now + _RESTART_BACKOFF_S[-1]
+                self.say(f"{name} did not restart ({exc}); trying again in {_RESTART_BACKOFF_S[-1]:.0f}s")
+                return
+            self.say(f"{name} restarted at {node.url}")
 
 
 def _in_own_loop(work: Callable[[], Coroutine[Any, Any, None]]) -> None:

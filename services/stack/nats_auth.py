@@ -35,6 +35,9 @@ CLIENT = "client"
 GATEWAY = "gateway"
 SERVICE_USERS: tuple[str, ...] = tuple(stage.value for stage in PIPELINE_ORDER)
 USERS: tuple[str, ...] = (*SERVICE_USERS, GATEWAY, CLIENT, ADMIN)
+ROUTE = "route"
+"""The login a cluster's nodes give one another on their routes (``cluster { authorization }``); no
+client can use it: it is not among the clients' users."""
 
 SETTLE_DURABLE = "i2v-billing-settle"
 """Billing's durable on the terminal events (services/billing/app.py); no one else may create or change it."""
@@ -174,14 +177,21 @@ def authorization_block(hashes: Mapping[str, str], users: Iterable[str] = USERS)
 
 def write_nats_auth(folder: Path, rotate: Iterable[str] = ()) -> Path:
     """For a nats-server of one's own: ``folder/nats-auth.conf`` (hashes and permissions, to ``include``
-    in the server's configuration) and ``folder/<user>.env`` per user, all owner-only. Passwords are
-    kept in ``folder`` (services/stack/credentials.py) across runs; those of ``rotate`` are replaced."""
+    in the server's configuration) and ``folder/<user>.env`` per user, all owner-only. For a cluster,
+    ``folder/nats-route-auth.conf`` is the routes' ``authorization`` (to ``include`` in each node's
+    ``cluster`` block) and ``folder/route.env`` the password its route URLs carry. Passwords are kept in
+    ``folder`` (services/stack/credentials.py) across runs; those of ``rotate`` are replaced."""
+    from infra.nats_cluster import RouteAuth, route_authorization
     from infra.process import write_private
     from services.stack.credentials import nats_logins
 
-    logins = nats_logins(folder, USERS, rotate=rotate)
-    for user, login in logins.items():
+    logins = nats_logins(folder, (*USERS, ROUTE), rotate=rotate)
+    for user in USERS:
+        login = logins[user]
         write_private(folder / f"{user}.env", f"I2V_NATS_USER={login.user}\nI2V_NATS_PASSWORD={login.password}\n")
+    route = logins[ROUTE]
+    write_private(folder / f"{ROUTE}.env", f"NATS_ROUTE_USER={route.user}\nNATS_ROUTE_PASSWORD={route.password}\n")
+    write_private(folder / "nats-route-auth.conf", route_authorization(RouteAuth(route.user, "", route.hashed)) + "\n")
     conf = folder / "nats-auth.conf"
-    write_private(conf, authorization_block({user: login.hashed for user, login in logins.items()}))
+    write_private(conf, authorization_block({user: logins[user].hashed for user in USERS}))
     return conf
