@@ -4,6 +4,7 @@
 jobs/<job>/upload                       the raw upload, as the client sent it
 jobs/<job>/g<generation>/image.png      the prepared image (ingest)
 jobs/<job>/g<generation>/latents.safetensors, frames.safetensors, video.mp4, poster.jpg
+jobs/<job>/g<generation>/previews/<n>.webp   the latent stage's live previews, numbered from 0
 jobs/<job>/commands/<stage>.json        the last command each stage received (for replay)
 ```
 Keys are deterministic, so a rerun of a stage writes the same key; a replay is a new generation and
@@ -28,6 +29,17 @@ def upload_key(job_id: str) -> str:
 def artifact_key(job_id: str, generation: int, name: str) -> str:
     """A stage's output for one generation of the job, e.g. ``latents.safetensors``."""
     return f"{job_prefix(job_id)}g{generation}/{name}"
+
+
+PREVIEW_CONTENT_TYPE = "image/webp"
+"""Live previews are animated WebPs (:mod:`pipeline.previews`)."""
+
+
+def preview_key(job_id: str, generation: int, index: int) -> str:
+    """The ``index``-th live preview of a generation (a retried attempt writes its previews again)."""
+    if index < 0:
+        raise ValueError(f"a preview index is >= 0, got {index}")
+    return artifact_key(job_id, generation, f"previews/{index}.webp")
 
 
 def command_key(job_id: str, stage: Stage) -> str:

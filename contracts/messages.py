@@ -150,6 +150,21 @@ class StageProgress(Contract):
     total: int
 
 
+class StagePreview(Contract):
+    """A small preview of what the stage is making (the latent stage's denoised estimate at ``step``),
+    stored as ``preview``; ``index`` counts the previews of this attempt from 0."""
+
+    type: Literal["StagePreview"] = "StagePreview"
+    job_id: str
+    stage: Stage
+    generation: int = 0
+    attempt: int = 1
+    index: Annotated[int, Field(ge=0)]
+    step: int
+    total: int
+    preview: ObjectRef
+
+
 class StageFinished(Contract):
     type: Literal["StageFinished"] = "StageFinished"
     job_id: str
@@ -209,6 +224,7 @@ class JobCancelled(Contract):
 Event = Annotated[
     StageStarted
     | StageProgress
+    | StagePreview
     | StageFinished
     | CancelRequested
     | ReplayRequested
@@ -220,7 +236,7 @@ Event = Annotated[
 ]
 Terminal = JobCompleted | JobFailed | JobRejected | JobCancelled
 """The one event that ends a job generation; exactly one is published per (job, generation)."""
-StageEvent = StageStarted | StageProgress | StageFinished | CancelRequested | ReplayRequested
+StageEvent = StageStarted | StageProgress | StagePreview | StageFinished | CancelRequested | ReplayRequested
 """A job's lifecycle and progress, short of its terminal event."""
 Command = JobSubmitted | ImagePrepared | PointsReserved | LatentsReady | FramesReady
 """What a stage consumes from its work subject."""

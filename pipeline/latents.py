@@ -8,6 +8,9 @@ import torch
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
     StableVideoDiffusionPipeline,
 )
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+
+from pipeline.previews import PreviewTap
 
 StepCallback = Callable[[int, int], None]
 """Called as ``on_step(done, total)`` after each denoising step; raising from it stops the denoising."""
@@ -87,13 +90,15 @@ def generate_latents(
     seed: int,
     on_step: StepCallback | None = None,
     min_cfg: float = 1.0,
+    previews: PreviewTap | None = None,
 ) -> torch.Tensor:
     """Denoise SVD latents for ``image``; returns CPU float32 of shape (1, num_frames, 4, height/8, width/8).
 
     Runs diffusers' own ``StableVideoDiffusionPipeline.__call__`` with ``output_type="latent"``, so decoding
     these latents gives what the one-process pipeline gives. Guidance ramps linearly from 1 on the first
     frame to ``cfg_scale`` on the last, as SVD does. An exception raised by ``on_step`` propagates and
-    stops the denoising after the current step.
+    stops the denoising after the current step. ``previews``, when given, sees the latents after each step
+    (before ``on_step``) and makes previews of the denoised estimate when its throttle says so.
     """
     _check_inputs(
         pipe,
@@ -114,6 +119,11 @@ def generate_latents(
     def step_end(
         _pipe: StableVideoDiffusionPipeline, step_index: int, _timestep: Any, tensors: dict[str, Any]
     ) -> dict[str, Any]:
+        if previews is not None:
+            # The denoised estimate is read off the Euler step: that needs the noise levels of this run.
+            scheduler = _pipe.scheduler
+            sigmas = scheduler.sigmas if isinstance(scheduler, EulerDiscreteScheduler) else None
+            previews.after_step(step_index + 1, steps, tensors["latents"], sigmas)
         if on_step is not None:
             on_step(step_index + 1, steps)
         return tensors

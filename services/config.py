@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         description="RIFE flownet.pkl (or its folder) for jobs asking interpolator 'rife'; unset refuses them",
     )
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at once; bounds memory")
+    previews: bool = Field(True, description="the latent stage shows live previews of the denoising (StagePreview)")
+    preview_interval_s: float = Field(
+        1.0, ge=0, description="least wall time between two previews; the last denoising step always has one"
+    )
     max_deliver: int = Field(5, ge=1, description="deliveries before a command is dead-lettered")
     ack_wait_s: float = Field(30.0, gt=0, description="redelivery deadline without a heartbeat")
     heartbeat_s: float = Field(5.0, gt=0, description="in_progress() interval while a stage works")

@@ -16,6 +16,7 @@ from contracts.messages import (
     ReplayRequested,
     StageEvent,
     StageFinished,
+    StagePreview,
     StageProgress,
     StageStarted,
     Terminal,
@@ -93,6 +94,14 @@ def route(message: Outgoing) -> Route:
                 message.job_id,
                 f"{message.stage}-a{message.attempt}-progress-{message.step}of{message.total}",
                 message.generation,
+            ),
+        )
+    if isinstance(message, StagePreview):
+        return Route(
+            subject=event_subject(message.job_id, "stage"),
+            stream=EVENTS_STREAM,
+            msg_id=msg_id(
+                message.job_id, f"{message.stage}-a{message.attempt}-preview-{message.index}", message.generation
             ),
         )
     if isinstance(message, StageFinished):

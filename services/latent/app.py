@@ -10,6 +10,7 @@ from services.billing.seal import seal_from
 from services.bus.adapters import NatsDelivery
 from services.bus.service import service_kit
 from services.config import Settings
+from services.latent.previews import announce_from_threads
 from services.latent.stage import LatentStage
 from services.objectstore import object_store_from
 
@@ -18,14 +19,20 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("latent", settings)
     the_store = kit.deferred(lambda: store or object_store_from(settings))
-    stage = kit.deferred(lambda: LatentStage(the_store(), settings.device, is_cancelled=kit.cancels.is_cancelled))
+    interval = settings.preview_interval_s if settings.previews else None
+    stage = kit.deferred(
+        lambda: LatentStage(the_store(), settings.device, kit.cancels.is_cancelled, preview_interval_s=interval)
+    )
     runner = kit.deferred(lambda: kit.runner(Stage.LATENT, the_store()))
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))
 
     @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
-        await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
+        delivery, announce = NatsDelivery(msg), announce_from_threads(kit.publisher)
+        await runner().run(
+            delivery, cmd.job, lambda progress: stage().run(seal().checked(cmd), progress, announce, delivery.attempt)
+        )
 
     async def _warm_up() -> None:
         import anyio.to_thread

@@ -11,6 +11,7 @@ from infra.objectstore import ObjectStore
 from services.bus import failpoints
 from services.bus.faults import PermanentError
 from services.bus.ports import IsCancelled, Progress
+from services.latent.previews import Announce, preview_tap
 
 log = logging.getLogger("i2v.latent")
 
@@ -18,10 +19,19 @@ LATENTS_CONTENT_TYPE = "application/x-safetensors"
 
 
 class LatentStage:
-    def __init__(self, store: ObjectStore, device: str | None, is_cancelled: IsCancelled) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        device: str | None,
+        is_cancelled: IsCancelled,
+        *,
+        preview_interval_s: float | None = None,
+    ) -> None:
+        """``preview_interval_s``: least time between two live previews of a denoising; None makes none."""
         self._store = store
         self._device = device
         self._is_cancelled = is_cancelled
+        self._preview_interval_s = preview_interval_s
 
     def warm_up(self, model: str) -> None:
         """Load the model before consuming, so the first job does not pay for it."""
@@ -39,7 +49,10 @@ class LatentStage:
         except ModelNotFoundError as exc:
             raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
 
-    def run(self, cmd: PointsReserved, progress: Progress) -> LatentsReady:
+    def run(
+        self, cmd: PointsReserved, progress: Progress, announce: Announce | None = None, attempt: int = 1
+    ) -> LatentsReady:
+        """``announce`` publishes the live previews of this delivery's ``attempt``; None makes none."""
         import numpy as np
         from PIL import Image
 
@@ -91,21 +104,23 @@ class LatentStage:
                 failpoints.hit("latent.mid_denoise")
 
         # 3. Denoise with the job's seed; the CPU generator makes the noise the same on any device.
-        latents = generate_latents(
-            pipe,
-            image,
-            width=cmd.width,
-            height=cmd.height,
-            num_frames=native_frames,
-            steps=params.steps,
-            cfg_scale=params.cfg_scale,
-            motion_bucket_id=params.motion_bucket_id,
-            augmentation_level=params.augmentation_level,
-            fps_cond=params.fps_conditioning or fps_conditioning(native_frames, params.duration),
-            seed=params.seed,
-            on_step=on_step,
-            min_cfg=params.min_cfg,
-        )
+        with preview_tap(self._store, job, attempt, announce, self._preview_interval_s) as previews:
+            latents = generate_latents(
+                pipe,
+                image,
+                width=cmd.width,
+                height=cmd.height,
+                num_frames=native_frames,
+                steps=params.steps,
+                cfg_scale=params.cfg_scale,
+                motion_bucket_id=params.motion_bucket_id,
+                augmentation_level=params.augmentation_level,
+                fps_cond=params.fps_conditioning or fps_conditioning(native_frames, params.duration),
+                seed=params.seed,
+                on_step=on_step,
+                min_cfg=params.min_cfg,
+                previews=previews,
+            )
         data = latents_to_bytes(latents, {"job_id": job.job_id, "seed": str(params.seed), "model": params.model})
         ref = self._store.put(key, data, LATENTS_CONTENT_TYPE)
         return ready(ref)
