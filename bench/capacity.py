@@ -90,7 +90,7 @@ def measure_bus(steps: tuple[int, int]) -> list[BusRun]:
     from contracts.params import GenerationParams
     from contracts.subjects import EVENTS_STREAM
     from infra.objectstore import minio_client
-    from services.bus.connection import nats_options
+    from services.bus.connection import nats_options, nats_servers
     from services.jobclient import JobClient
     from services.objectstore import object_store_from
     from services.stack.embedded import EmbeddedStack
@@ -103,7 +103,7 @@ def measure_bus(steps: tuple[int, int]) -> list[BusRun]:
 
         async def run_all() -> None:
             client = await JobClient.from_settings(settings, object_store_from(settings))
-            nc = await nats.connect(settings.nats_url, **nats_options(settings))
+            nc = await nats.connect(nats_servers(settings.nats_url), **nats_options(settings))
             try:
                 js = nc.jetstream()
                 for count in steps:
