@@ -20,7 +20,7 @@ from services.gateway.headers import SecurityHeaders
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
 from services.gateway.model_sizes import ModelSize, ModelSizes, model_size_from_config
-from services.gateway.routers import account, jobs, pages, session, suggest
+from services.gateway.routers import account, jobs, pages, previews, session, suggest
 from services.gateway.routers.pages import STATIC_DIR
 from services.gateway.runtime import Gateway, connect, disconnect
 from services.objectstore import object_store_from
@@ -79,7 +79,7 @@ def build_app(
     )
     app.state.gateway = gateway
     errors.install(app)
-    for router in (session.router, account.router, jobs.router, suggest.router, pages.router):
+    for router in (session.router, account.router, jobs.router, previews.router, suggest.router, pages.router):
         app.include_router(router)
     openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

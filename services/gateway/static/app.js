@@ -437,6 +437,25 @@ function follow(job) {
       }
     });
   }
+  source.addEventListener("StagePreview", (e) => {
+    const data = JSON.parse(e.data);
+    if (data.generation >= view.generation) showPreview(job.id, data.url);
+  });
+}
+
+// A live preview of the denoising stands in the card's dark box until the video replaces it.
+function showPreview(id, url) {
+  const card = cardOf(id);
+  if (!card || card.querySelector(".media video, .media img:not(.preview)")) return;
+  const media = card.querySelector(".media");
+  let img = media.querySelector("img.preview");
+  if (!img) {
+    img = document.createElement("img");
+    img.className = "preview";
+    img.alt = "Preview of the video being made";
+    media.replaceChildren(img);
+  }
+  img.src = url;
 }
 
 // The index folds events a moment after they are sent; ask until it shows this generation's outcome.
@@ -516,7 +535,7 @@ function upsertCard(job, first = false) {
   card.querySelector(".replay-job").hidden = !REPLAYABLE.has(job.status) || job.deleted;
   card.querySelector(".delete").hidden = !FINISHED.has(job.status);
   card.querySelector(".download").href = `${job.links.video}?download=1`;
-  if (done && !media.querySelector("video, img")) {
+  if (done && !media.querySelector("video, img:not(.preview)")) {
     const label = `Video ${job.id}, ${p.duration} seconds at ${p.fps} fps`;
     if (isAnimatedImage(job)) {
       // GIF and animated WebP play in an <img>, as browsers do not take them as <video> sources.
@@ -536,7 +555,7 @@ function upsertCard(job, first = false) {
       video.setAttribute("aria-label", label);
       media.replaceChildren(video);
     }
-  } else if (!done) {
+  } else if (!done && (FINISHED.has(job.status) || !media.querySelector("img.preview"))) {
     media.textContent = FINISHED.has(job.status) ? job.status : `${job.status} · ${job.progress}%`;
   }
   let err = card.querySelector(".err");
@@ -562,8 +581,9 @@ function cameraLine(camera) {
 
 function updateCardProgress(view) {
   const card = cardOf(view.id);
-  if (!card || card.querySelector(".media video, .media img")) return;
-  card.querySelector(".media").textContent = `${view.status} · ${view.progress}%`;
+  if (!card || card.querySelector(".media video, .media img:not(.preview)")) return;
+  const media = card.querySelector(".media");
+  if (!media.querySelector("img.preview")) media.textContent = `${view.status} · ${view.progress}%`;
   const status = card.querySelector(".status");
   status.textContent = view.status;
   status.className = `status ${view.status}`;
@@ -584,7 +604,7 @@ async function deleteJob(id) {
 function enlarge(id) {
   const video = $("player-video");
   const img = $("player-img");
-  const animated = Boolean(cardOf(id) && cardOf(id).querySelector(".media img"));
+  const animated = Boolean(cardOf(id) && cardOf(id).querySelector(".media img:not(.preview)"));
   video.hidden = animated;
   img.hidden = !animated;
   $("player-title").textContent = `Video ${id}`;
