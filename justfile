@@ -34,6 +34,11 @@ bench-overhead *args:
     @just setup
     {{bin}}/python bench/overhead.py "$@"
 
+# Throughput on one machine: N tiny jobs at once through the stack vs the same N in one process.
+bench-throughput *args:
+    @just setup
+    {{bin}}/python bench/throughput.py "$@"
+
 # Create .venv and install the project with its pinned dependencies (re-run when pyproject changes).
 setup:
     #!/usr/bin/env bash

@@ -49,6 +49,16 @@ class Settings(BaseSettings):
         description="RIFE flownet.pkl (or its folder) for jobs asking interpolator 'rife'; unset refuses them",
     )
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at once; bounds memory")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="CPU threads for compute on this host; default every CPU this process may use. A service "
+        "alone takes them all; the embedded stack splits them among its services (services/threads.py)",
+    )
+    threads_ingest: int | None = Field(None, ge=1, description="ingest's threads; default 1 when sharing a host")
+    threads_latent: int | None = Field(None, ge=1, description="latent's threads; default its share of I2V_THREADS")
+    threads_decode: int | None = Field(None, ge=1, description="decode's threads; default its share of I2V_THREADS")
+    threads_mux: int | None = Field(None, ge=1, description="mux's threads; default its share of I2V_THREADS")
     previews: bool = Field(True, description="the latent stage shows live previews of the denoising (StagePreview)")
     preview_interval_s: float = Field(
         1.0, ge=0, description="least wall time between two previews; the last denoising step always has one"

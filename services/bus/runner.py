@@ -72,6 +72,8 @@ class StageRunner:
         self._settings = settings
         self._cancels = cancels
         self._store = store
+        # One command's work at a time: a second delivery a prefetching subscriber took waits its turn here.
+        self._turn = asyncio.Lock()
 
     async def run(self, delivery: Delivery, job: JobSpec, work: Work) -> None:
         """Handle one delivery of a command for ``job``; never raises."""
@@ -119,21 +121,24 @@ class StageRunner:
                     await anyio.to_thread.run_sync(self._keep_command, job, delivery.body)
                 except Exception as exc:
                     raise _CommandNotKeptError(str(exc)) from exc
-            # 2. A cancelled job goes no further: nothing after the cancel runs.
-            if await self._cancels.check(job.job_id, job.generation):
-                await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
-                await delivery.ack()
-                return
-            await self._publisher.publish(
-                StageStarted(job_id=job.job_id, stage=self.stage, generation=job.generation, attempt=attempt)
-            )
-            # 3. The work, in a worker thread.
-            try:
-                result = await anyio.to_thread.run_sync(work, self._thread_progress(job, attempt))
-            except JobCancelledError:
-                await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
-                await delivery.ack()
-                return
+            # 2. Its turn (heartbeating meanwhile; the previous command's publishes and ack overlap the
+            #    wait), then a cancelled job goes no further: nothing after the cancel runs.
+            async with self._turn:
+                started = time.perf_counter()
+                if await self._cancels.check(job.job_id, job.generation):
+                    await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
+                    await delivery.ack()
+                    return
+                await self._publisher.publish(
+                    StageStarted(job_id=job.job_id, stage=self.stage, generation=job.generation, attempt=attempt)
+                )
+                # 3. The work, in a worker thread.
+                try:
+                    result = await anyio.to_thread.run_sync(work, self._thread_progress(job, attempt))
+                except JobCancelledError:
+                    await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
+                    await delivery.ack()
+                    return
         finally:
             heartbeat.cancel()
         seconds = time.perf_counter() - started

@@ -83,8 +83,13 @@ class ServiceKit:
         """``store`` keeps each command so the stage can be replayed; None only in tests without one."""
         return StageRunner(stage, self.publisher, self.settings, self.cancels, store)
 
-    def work_subscriber(self, stage: Stage, *, description: str) -> Callable[[Any], Any]:
-        """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours."""
+    def work_subscriber(self, stage: Stage, *, description: str, prefetch: bool = False) -> Callable[[Any], Any]:
+        """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours.
+
+        With ``prefetch`` a second delivery is taken while one is worked on: it keeps its command and waits
+        its turn in the runner, heartbeating, so the stage never idles on a fetch and the first one's
+        publishes and ack overlap the second one's work (the runner does one command's work at a time).
+        """
         self._consumers.append((stage, WORK_STREAM, durable_name(stage)))
         return self._durable_pull(
             work_subject(stage),
@@ -98,6 +103,7 @@ class ServiceKit:
                 max_deliver=self.settings.max_deliver * 2,
             ),
             description,
+            workers=2 if prefetch else 1,
         )
 
     def event_subscriber(self, subject: str, *, stage: Stage, durable: str, description: str) -> Callable[[Any], Any]:
@@ -120,10 +126,10 @@ class ServiceKit:
         )
 
     def _durable_pull(
-        self, subject: str, stream: str, durable: str, config: ConsumerConfig, description: str
+        self, subject: str, stream: str, durable: str, config: ConsumerConfig, description: str, workers: int = 1
     ) -> Callable[[Any], Any]:
         """A durable pull consumer of ``subject`` on ``stream`` (declared elsewhere), one message per
-        fetch, acked by us."""
+        fetch, up to ``workers`` handled at once, acked by us."""
         return self.broker.subscriber(
             subject,
             stream=JStream(stream, declare=False),
@@ -133,6 +139,7 @@ class ServiceKit:
             ack_policy=AckPolicy.MANUAL,
             description=description,
             inbox_prefix=subscriber_inbox(self.settings),
+            max_workers=workers,
         )
 
     def stage_of(self, subject: str) -> tuple[Stage | None, bool]:

@@ -12,11 +12,14 @@ from services.bus.service import service_kit
 from services.config import Settings
 from services.decode.stage import DecodeStage
 from services.objectstore import object_store_from
+from services.threads import budget_service, settle_threads
 
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("decode", settings)
+    # First of all at start, before any library makes its thread pools (services/threads.py).
+    threads = kit.deferred(lambda: budget_service(settings, "decode"))
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(
         lambda: DecodeStage(
@@ -27,7 +30,7 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))
 
-    @kit.work_subscriber(Stage.DECODE, description="VAE temporal decode in chunks, then interpolation")
+    @kit.work_subscriber(Stage.DECODE, description="VAE temporal decode in chunks, then interpolation", prefetch=True)
     async def on_latents_ready(cmd: LatentsReady, msg: NatsMessage) -> None:
         await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
 
@@ -35,5 +38,6 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
         import anyio.to_thread
 
         await anyio.to_thread.run_sync(stage().warm_up, settings.model)
+        settle_threads("decode", threads())
 
     return kit.app(on_startup=_warm_up)

@@ -11,6 +11,7 @@ from services.bus.service import service_kit
 from services.config import Settings
 from services.ingest.stage import IngestStage, ModelSize, model_size_from_checkpoint
 from services.objectstore import object_store_from
+from services.threads import budget_service, settle_threads
 
 MAX_UPLOAD_BYTES = 25 * 2**20
 MAX_PIXELS = 40_000_000
@@ -21,6 +22,8 @@ def build_app(
 ) -> FastStream:
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("ingest", settings)
+    # First of all at start, before any library makes its thread pools (services/threads.py).
+    threads = kit.deferred(lambda: budget_service(settings, "ingest"))
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(
         lambda: IngestStage(
@@ -41,5 +44,6 @@ def build_app(
 
         # Reading the model's resolution imports diffusers; do it before the first job, not during it.
         await anyio.to_thread.run_sync(stage().model_size, settings.model)
+        settle_threads("ingest", threads())
 
     return kit.app(on_startup=_warm_up)

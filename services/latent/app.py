@@ -13,11 +13,14 @@ from services.config import Settings
 from services.latent.previews import announce_from_threads
 from services.latent.stage import LatentStage
 from services.objectstore import object_store_from
+from services.threads import budget_service, settle_threads
 
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
     kit = service_kit("latent", settings)
+    # First of all at start, before any library makes its thread pools (services/threads.py).
+    threads = kit.deferred(lambda: budget_service(settings, "latent"))
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     interval = settings.preview_interval_s if settings.previews else None
     stage = kit.deferred(
@@ -27,7 +30,7 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))
 
-    @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
+    @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents", prefetch=True)
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
         delivery, announce = NatsDelivery(msg), announce_from_threads(kit.publisher)
         await runner().run(
@@ -38,5 +41,6 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
         import anyio.to_thread
 
         await anyio.to_thread.run_sync(stage().warm_up, settings.model)
+        settle_threads("latent", threads())
 
     return kit.app(on_startup=_warm_up)

@@ -47,6 +47,7 @@ from services.objectstore import object_store_from
 from services.stack.credentials import NatsLogin, nats_logins
 from services.stack.nats_auth import ADMIN, CLIENT, ROUTE, USERS, authorization_block
 from services.stack.state_file import remove_stack_file, write_stack_file
+from services.threads import shared_host_env
 
 log = logging.getLogger("i2v.stack")
 
@@ -199,7 +200,8 @@ class EmbeddedStack:
             env["I2V_GATEWAY_HOST"] = LOOPBACK
             env["I2V_GATEWAY_PORT"] = str(self.gateway_port)
         env.update(self.extra_env)
-        return env
+        # The services share this host's cores (services/threads.py); a share set in the shell stays.
+        return {**shared_host_env(env, self.services), **env}
 
     @property
     def gateway_url(self) -> str:
