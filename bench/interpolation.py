@@ -13,6 +13,10 @@ classic QCIF camera-phone sequence, 176x144) and ``bigbuckbunny.mp4`` (rendered 
 A second table times the product's case: 14 native frames (SVD's count) stretched to 96 (4 s at 24 fps),
 so flow is shared by several in-between frames and per-frame work weighs more.
 
+Times are wall clock and this process's CPU time. On a machine shared with other work the wall clock
+penalises whatever runs many short multi-threaded OpenCV calls (a thread that is descheduled holds up
+each call), so the CPU ratio is the steadier comparison there.
+
     .venv/bin/python bench/interpolation.py [--gaps 1 2 4] [--step 7] [--clips bikes carphone bigbuckbunny]
 """
 
@@ -96,6 +100,7 @@ class Scores:
     psnr: list[float] = field(default_factory=list)
     ssim: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
 
 
 def score_clip(frames: Frames, gap: int, step: int) -> tuple[int, dict[Method, Scores]]:
@@ -104,24 +109,31 @@ def score_clip(frames: Frames, gap: int, step: int) -> tuple[int, dict[Method, S
     for i in starts:
         pair, truth = np.stack([frames[i], frames[i + 2 * gap]]), frames[i + gap]
         for method in METHODS:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             predicted = interpolate_to_count(pair, 3, method=method)[1]
             scores[method].seconds.append(time.perf_counter() - began)
+            scores[method].cpu_seconds.append(time.process_time() - began_cpu)
             scores[method].psnr.append(psnr(predicted, truth))
             scores[method].ssim.append(ssim(predicted, truth))
     return len(starts), scores
 
 
-def stretch_ms_per_frame(frames: Frames, runs: int) -> dict[Method, float]:
-    """Milliseconds per output frame stretching ``STRETCH_NATIVE`` frames to ``STRETCH_COUNT``."""
+def stretch_ms_per_frame(frames: Frames, runs: int) -> tuple[dict[Method, float], dict[Method, float]]:
+    """Milliseconds per output frame, wall and CPU, stretching ``STRETCH_NATIVE`` frames to ``STRETCH_COUNT``."""
     clip = frames[:STRETCH_NATIVE]
-    times: dict[Method, list[float]] = {method: [] for method in METHODS}
+    wall: dict[Method, list[float]] = {method: [] for method in METHODS}
+    cpu: dict[Method, list[float]] = {method: [] for method in METHODS}
     for _ in range(runs):
         for method in METHODS:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             interpolate_to_count(clip, STRETCH_COUNT, method=method)
-            times[method].append(time.perf_counter() - began)
-    return {method: 1000 * statistics.median(times[method]) / STRETCH_COUNT for method in METHODS}
+            wall[method].append(time.perf_counter() - began)
+            cpu[method].append(time.process_time() - began_cpu)
+
+    def per_frame(times: dict[Method, list[float]]) -> dict[Method, float]:
+        return {method: 1000 * statistics.median(times[method]) / STRETCH_COUNT for method in METHODS}
+
+    return per_frame(wall), per_frame(cpu)
 
 
 def main() -> None:
@@ -132,7 +144,7 @@ def main() -> None:
     parser.add_argument("--stretch-runs", type=int, default=3)
     args = parser.parse_args()
 
-    print(f"{'clip':<13}{'gap':>4}{'n':>4}  {'method':<8}{'PSNR dB':>9}{'SSIM':>8}{'ms/frame':>10}")
+    print(f"{'clip':<13}{'gap':>4}{'n':>4}  {'method':<8}{'PSNR dB':>9}{'SSIM':>8}{'ms/frame':>10}{'cpu ms':>8}")
     summary: list[str] = []
     stretch: list[str] = []
     for name in args.clips:
@@ -148,18 +160,20 @@ def main() -> None:
                 print(
                     f"{name:<13}{gap:>4}{n:>4}  {method:<8}{statistics.mean(s.psnr):>9.2f}"
                     f"{statistics.mean(s.ssim):>8.4f}{1000 * statistics.mean(s.seconds):>10.1f}"
+                    f"{1000 * statistics.mean(s.cpu_seconds):>8.1f}"
                 )
             new, old = scores["dis"], scores["dis_v1"]
             summary.append(
                 f"{name:<13}{gap:>4}  dis - dis_v1: {statistics.mean(new.psnr) - statistics.mean(old.psnr):+.2f} dB, "
                 f"{statistics.mean(new.ssim) - statistics.mean(old.ssim):+.4f} SSIM, "
-                f"time x{statistics.mean(new.seconds) / statistics.mean(old.seconds):.2f}"
+                f"time x{statistics.mean(new.seconds) / statistics.mean(old.seconds):.2f} "
+                f"(CPU x{statistics.mean(new.cpu_seconds) / statistics.mean(old.cpu_seconds):.2f})"
             )
-        ms = stretch_ms_per_frame(frames, args.stretch_runs)
+        ms, cpu_ms = stretch_ms_per_frame(frames, args.stretch_runs)
         stretch.append(
             f"{name:<13}"
             + "".join(f"{method} {ms[method]:6.1f}  " for method in METHODS)
-            + f"x{ms['dis'] / ms['dis_v1']:.2f}"
+            + f"x{ms['dis'] / ms['dis_v1']:.2f} (CPU x{cpu_ms['dis'] / cpu_ms['dis_v1']:.2f})"
         )
     print("\nnew against today's, middle frame from its two neighbours:")
     print("\n".join(summary))
