@@ -154,7 +154,7 @@ class NatsCluster:
         revived = []
         for name, node in zip(self.server_names, self.nodes, strict=True):
             if not node.running:
-                node.start(timeout)
+                node.restart(timeout)  # reaps a crashed process first
                 revived.append(name)
         return revived
 

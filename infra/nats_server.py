@@ -73,6 +73,11 @@ class NatsServer(ManagedProcess):
         return self._monitor_port
 
     @property
+    def crashed(self) -> bool:
+        """The server exited on its own, not through :meth:`stop` or :meth:`kill`: a supervisor's cue."""
+        return self._process is not None and self._process.poll() is not None
+
+    @property
     def url(self) -> str:
         """Client URL, e.g. ``nats://127.0.0.1:40123``."""
         return self._address

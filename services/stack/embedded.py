@@ -361,18 +361,19 @@ class EmbeddedStack:
                 self.say(f"service {name} restarted (restart #{child.restarts})")
 
     def _supervise_nats(self, now: float) -> None:
-        """Start again a nats-server node that died; it comes back on its ports and catches up from its peers."""
+        """Start again a nats-server node that died; it comes back on its ports and catches up from its peers.
+        One stopped or restarted on purpose (``stack.nats.restart()``) is left to whoever did it."""
         if self.nats is None or now < self._nats_retry_at:
             return
         nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats]
         for node in nodes:
-            if node.running:
+            if not node.crashed:
                 continue
             name = f"nats-server {node.state_dir.name}" if isinstance(self.nats, NatsCluster) else "nats-server"
             self.say(f"{name} exited; restarting it")
             log.warning("%s exited; restarting it", name)
             try:
-                node.start()
+                node.restart()  # reaps the dead process first
             except NatsServerError as exc:
                 self._nats_retry_at = now + _RESTART_BACKOFF_S[-1]
                 self.say(f"{name} did not restart ({exc}); trying again in {_RESTART_BACKOFF_S[-1]:.0f}s")

@@ -3,6 +3,8 @@ leader killed with -9 while a client with every node's URL keeps publishing, and
 
 import asyncio
 import json
+import os
+import signal
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -207,3 +209,20 @@ def test_the_url_setting_takes_a_list_of_servers() -> None:
     assert nats_servers("nats://a:1, nats://b:2,nats://c:3") == ["nats://a:1", "nats://b:2", "nats://c:3"]
     with pytest.raises(ValueError, match="empty entry"):
         nats_servers("nats://a:1,,nats://b:2")
+
+
+def test_only_a_server_that_died_on_its_own_counts_as_crashed(tmp_path: Path) -> None:
+    """What the stack's supervisor restarts: never a server stopped, killed or restarted through its object."""
+    with NatsServer(tmp_path / "nats") as server:
+        assert not server.crashed
+        server.kill()
+        assert not server.crashed
+        server.start()
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        deadline = time.monotonic() + _WAIT_S
+        while not server.crashed:
+            assert time.monotonic() < deadline, "the killed server still runs"
+            time.sleep(0.05)
+        server.restart()
+        assert server.running and not server.crashed
