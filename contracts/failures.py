@@ -40,6 +40,8 @@ class FailureCode(StrEnum):
     TIMEOUT = "timeout"
     OUT_OF_MEMORY = "out_of_memory"
     INTERNAL = "internal"
+    # A job's webhook could not be delivered before its retries ran out (services/webhooks).
+    WEBHOOK_UNDELIVERED = "webhook_undelivered"
 
 
 IMAGE_FAILURES: frozenset[FailureCode] = frozenset(

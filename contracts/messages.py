@@ -10,6 +10,7 @@ from contracts.failures import FailureCode
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
+from contracts.webhooks import Webhook
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -40,6 +41,7 @@ class JobSpec(Contract):
     params: GenerationParams
     generation: Annotated[int, Field(ge=0, description="bumped by each replay")] = 0
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    webhook: Webhook | None = Field(None, description="where the webhooks service POSTs the job's events")
 
 
 # --- stage commands (ride the work-queue stream) -------------------------------------------------

@@ -101,6 +101,13 @@ class Settings(BaseSettings):
         description="port of the process's /healthz, /readyz and Prometheus /metrics; unset serves none",
     )
     metrics_host: str = Field("127.0.0.1", description="address the metrics server binds (0.0.0.0 in a container)")
+    webhook_allow_private: bool = Field(
+        False, description="jobs' webhooks may go to loopback and private addresses (the embedded stack allows them)"
+    )
+    webhook_retry_hours: float = Field(24.0, gt=0, description="how long a webhook is retried, then dead-lettered")
+    webhook_backoff_s: float = Field(5.0, gt=0, description="wait after a webhook's first failed attempt; then doubled")
+    webhook_backoff_max_s: float = Field(3600.0, gt=0, description="longest wait between two attempts at a webhook")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="how long one webhook POST waits for its answer")
 
     def resolved_ledger_dsn(self) -> str:
         return self.ledger_dsn or str(self.state_dir / "ledger.sqlite3")

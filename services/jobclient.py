@@ -21,6 +21,7 @@ from contracts.messages import DeadLetter, Event, JobSpec, JobSubmitted, parse_e
 from contracts.params import GenerationParams
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, job_events_filter
+from contracts.webhooks import Webhook
 from infra.objectstore import ObjectStore
 from pipeline.image import content_type_of
 from services.bus.connection import nats_options, nats_servers
@@ -192,9 +193,18 @@ class JobClient:
     async def close(self) -> None:
         await self._nc.drain()
 
-    async def submit(self, image: bytes, params: GenerationParams, account: str, job_id: str | None = None) -> JobSpec:
+    async def submit(
+        self,
+        image: bytes,
+        params: GenerationParams,
+        account: str,
+        job_id: str | None = None,
+        webhook: Webhook | None = None,
+    ) -> JobSpec:
         """Store the upload and publish JobSubmitted; the seed is fixed here so the job is reproducible."""
-        job = JobSpec(job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed())
+        job = JobSpec(
+            job_id=job_id or new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook
+        )
         upload = await to_thread.run_sync(self._store.put, upload_key(job.job_id), image, content_type_of(image))
         await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job

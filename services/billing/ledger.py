@@ -9,7 +9,9 @@ at reserve time; capture only settles the reservation, and its entry records whe
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -23,6 +25,7 @@ import psycopg
 from contracts.messages import ACCOUNT_NAME_PATTERN, is_account_name
 
 EntryKind = Literal["credit", "reserve", "capture", "refund"]
+WebhookOutcome = Literal["delivered", "retrying", "gave_up"]
 ReservationState = Literal["reserved", "captured", "refunded", "rejected"]
 
 Row = tuple[Any, ...]
@@ -121,6 +124,27 @@ class Ledger(Protocol):
     def record_unreserved_completion(self, job_id: str, generation: int, account: str, note: str) -> bool: ...
     def entries(self, name: str, limit: int = 20) -> list[Entry]: ...
     def reconcile(self) -> list[str]: ...
+    def webhook_secret(self, name: str, *, rotate: bool = False) -> str: ...
+    def record_webhook_attempt(self, attempt: WebhookAttempt) -> None: ...
+    def webhook_attempts(self, webhook_id: str) -> list[WebhookAttempt]: ...
+    def webhook_deliveries(self, job_id: str) -> list[WebhookAttempt]: ...
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One attempt to deliver one webhook (``webhook_id``, the receivers' dedup key) of a job's event.
+    Times are Unix seconds; ``next_retry_at`` is None once delivered or given up."""
+
+    job_id: str
+    webhook_id: str
+    event: str
+    event_sequence: int
+    attempt: int
+    outcome: WebhookOutcome
+    status_code: int | None
+    error: str
+    attempted_at: float
+    next_retry_at: float | None
 
 
 # --- SQL shared by both backends ----------------------------------------------------------------
@@ -166,11 +190,31 @@ CREATE TABLE IF NOT EXISTS unreserved_completions (
     note TEXT NOT NULL DEFAULT '',
     created_at {timestamp},
     PRIMARY KEY (job_id, generation)
-)
+);
+CREATE TABLE IF NOT EXISTS webhook_secrets (
+    account TEXT PRIMARY KEY REFERENCES accounts (name),
+    secret TEXT NOT NULL,
+    created_at {timestamp}
+);
+CREATE TABLE IF NOT EXISTS webhook_deliveries (
+    job_id TEXT NOT NULL,
+    webhook_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    event_sequence BIGINT NOT NULL,
+    attempt INTEGER NOT NULL CHECK (attempt >= 1),
+    outcome TEXT NOT NULL CHECK (outcome IN ('delivered', 'retrying', 'gave_up')),
+    status_code INTEGER,
+    error TEXT NOT NULL DEFAULT '',
+    attempted_at DOUBLE PRECISION NOT NULL,
+    next_retry_at DOUBLE PRECISION,
+    PRIMARY KEY (webhook_id, attempt)
+);
+CREATE INDEX IF NOT EXISTS webhook_deliveries_by_job ON webhook_deliveries (job_id, attempted_at)
 """
 # The unique index above is a second line of defence: even a logic slip cannot debit or refund a job
 # generation twice. ``unreserved_completions`` records each JobCompleted billing had nothing to capture
 # for (a forged completion, or a reservation lost): no account is charged for it, reconcile reports it.
+# The webhook tables are new tables, so CREATE ... IF NOT EXISTS adds them to an older ledger as it opens.
 
 _SQLITE_COLUMNS = {
     "identity": "INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -521,6 +565,75 @@ class SqlLedger:
                 generation=None if r[5] is None else int(r[5]),
                 note=str(r[6]),
                 created_at=_as_datetime(r[7]),
+            )
+            for r in rows
+        ]
+
+    # --- webhooks ---------------------------------------------------------------------------------
+
+    def webhook_secret(self, name: str, *, rotate: bool = False) -> str:
+        """The account's webhook signing secret (``whsec_`` + base64 of 32 random bytes), made on first
+        use; ``rotate`` replaces it. Raises UnknownAccountError. Never log what this returns."""
+        fresh = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+        with self._tx() as tx:
+            self._balance(tx, name)
+            conflict = "DO UPDATE SET secret = excluded.secret" if rotate else "DO NOTHING"
+            tx.all(
+                f"INSERT INTO webhook_secrets (account, secret) VALUES (?, ?) ON CONFLICT (account) {conflict}",
+                (name, fresh),
+            )
+            row = tx.one("SELECT secret FROM webhook_secrets WHERE account = ?", (name,))
+        assert row is not None
+        return str(row[0])
+
+    def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
+        """Log one delivery attempt; the same (webhook id, attempt) twice keeps the first."""
+        with self._tx() as tx:
+            tx.all(
+                "INSERT INTO webhook_deliveries (job_id, webhook_id, event, event_sequence, attempt, outcome,"
+                " status_code, error, attempted_at, next_retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (webhook_id, attempt) DO NOTHING",
+                (
+                    attempt.job_id,
+                    attempt.webhook_id,
+                    attempt.event,
+                    attempt.event_sequence,
+                    attempt.attempt,
+                    attempt.outcome,
+                    attempt.status_code,
+                    attempt.error,
+                    attempt.attempted_at,
+                    attempt.next_retry_at,
+                ),
+            )
+
+    def webhook_attempts(self, webhook_id: str) -> list[WebhookAttempt]:
+        """Every attempt at one webhook, first first."""
+        return self._webhook_rows("webhook_id = ? ORDER BY attempt", (webhook_id,))
+
+    def webhook_deliveries(self, job_id: str) -> list[WebhookAttempt]:
+        """Every delivery attempt of the job's webhooks, oldest first."""
+        return self._webhook_rows("job_id = ? ORDER BY attempted_at, webhook_id, attempt", (job_id,))
+
+    def _webhook_rows(self, where: str, params: Sequence[object]) -> list[WebhookAttempt]:
+        with self._tx(write=False) as tx:
+            rows = tx.all(
+                "SELECT job_id, webhook_id, event, event_sequence, attempt, outcome, status_code, error,"
+                f" attempted_at, next_retry_at FROM webhook_deliveries WHERE {where}",
+                params,
+            )
+        return [
+            WebhookAttempt(
+                job_id=str(r[0]),
+                webhook_id=str(r[1]),
+                event=str(r[2]),
+                event_sequence=int(r[3]),
+                attempt=int(r[4]),
+                outcome=cast(WebhookOutcome, r[5]),
+                status_code=None if r[6] is None else int(r[6]),
+                error=str(r[7]),
+                attempted_at=float(r[8]),
+                next_retry_at=None if r[9] is None else float(r[9]),
             )
             for r in rows
         ]

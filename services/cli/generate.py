@@ -24,6 +24,7 @@ from contracts.messages import (
 )
 from contracts.params import GenerationParams, Resolution
 from contracts.stages import PIPELINE_ORDER, Stage
+from contracts.webhooks import DEFAULT_WEBHOOK_EVENTS, Webhook, check_webhook_url, parse_webhook_events
 from infra.objectstore import ObjectStoreError, ObjectStoreUnavailableError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
@@ -40,6 +41,29 @@ class GenerateRequest:
     params: GenerationParams
     account: str
     timeout_s: float
+    webhook: Webhook | None = None
+
+
+def webhook_of(url: str | None, events: str | None, settings: Settings) -> Webhook | None:
+    """``--webhook`` and ``--webhook-events`` as the job's webhook; one-line CliError for a bad URL, an
+    unknown event, or a host on a loopback or private address where the stack does not allow them (an
+    embedded stack, started when no servers are named, allows them)."""
+    from services.webhooks.destination import WebhookRefusedError, resolve
+
+    if url is None:
+        if events is not None:
+            raise CliError("--webhook-events: give --webhook URL too")
+        return None
+    try:
+        webhook = Webhook(
+            url=check_webhook_url(url), events=parse_webhook_events(events or ",".join(DEFAULT_WEBHOOK_EVENTS))
+        )
+        resolve(url, allow_private=settings.webhook_allow_private or not settings.nats_url)
+    except WebhookRefusedError as exc:
+        raise CliError(f"--{exc}") from None
+    except ValueError as exc:
+        raise CliError(f"--{str(exc).replace('webhook_events', 'webhook-events')}") from None
+    return webhook
 
 
 def check_output(output: Path) -> None:
@@ -186,7 +210,7 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
     try:
         with tracer.start_as_current_span("i2v generate") as span:
             started = time.perf_counter()
-            job = await client.submit(data, request.params, request.account or LOCAL_ACCOUNT)
+            job = await client.submit(data, request.params, request.account or LOCAL_ACCOUNT, webhook=request.webhook)
             span.set_attribute("i2v.job_id", job.job_id)
             say(f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps")
             bars = ProgressBars()

@@ -13,7 +13,7 @@ from typing import NoReturn
 from contracts.stages import Stage
 from services.cli.errors import CliError
 
-SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux", "gateway")
+SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux", "webhooks", "gateway")
 PRESETS = ("portrait", "landscape", "product", "auto")
 
 
@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
         " (`i2v suggest IMAGE` shows what it would pick and why)",
     )
     gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
+    gen.add_argument(
+        "--webhook", metavar="URL", help="POST the job's events to this http(s) URL, signed (Standard Webhooks)"
+    )
+    gen.add_argument(
+        "--webhook-events",
+        metavar="LIST",
+        help="comma-separated: started, preview, completed, failed, cancelled (default completed,failed,cancelled)",
+    )
     gen.add_argument("--nats", help="NATS URL of a running stack (default: start the embedded one)")
     gen.add_argument(
         "--s3", help="S3 endpoint of a running stack; its keys come from I2V_S3_ACCESS_KEY and I2V_S3_SECRET_KEY"
@@ -187,7 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("name")
     key = acc_sub.add_parser("key", help="issue a new API key for an account (the old one stops working)")
     key.add_argument("name")
-    for p in (create, credit, show, key):
+    webhook_secret = acc_sub.add_parser(
+        "webhook-secret", help="the account's webhook signing secret (whsec_...), made on first ask"
+    )
+    webhook_secret.add_argument("name")
+    webhook_secret.add_argument("--rotate", action="store_true", help="replace it; later webhooks use the new one")
+    for p in (create, credit, show, key, webhook_secret):
         p.add_argument(
             "--state-dir",
             type=Path,
@@ -247,6 +260,7 @@ def _generate(args: argparse.Namespace) -> int:
         params_from,
         parse_resolution,
         run_generate,
+        webhook_of,
     )
     from services.cli.settings import generate_settings
 
@@ -282,7 +296,8 @@ def _generate(args: argparse.Namespace) -> int:
     if params.interpolator == "rife" and not settings.nats_url and settings.rife_weights is None:
         # The embedded stack's decode stage reads I2V_RIFE_WEIGHTS from here; without it the job would fail.
         raise CliError("--interpolator rife: set I2V_RIFE_WEIGHTS to RIFE's flownet.pkl (or its folder)")
-    request = GenerateRequest(args.image, args.output, params, args.account, args.timeout)
+    webhook = webhook_of(args.webhook, args.webhook_events, settings)
+    request = GenerateRequest(args.image, args.output, params, args.account, args.timeout, webhook)
     if running is not None and args.stack is None:
         print(f"using the stack running from {running} (--state-dir DIR starts one of its own)", file=sys.stderr)
     return run_generate(request, settings, embedded_state=args.state_dir)
@@ -500,6 +515,9 @@ def _accounts(args: argparse.Namespace) -> int:
             key = new_api_key()
             ledger.set_api_key_hash(args.name, hash_api_key(key))
             print(f"new API key for {args.name} (shown once; the old one no longer works): {key}")
+        elif args.accounts_command == "webhook-secret":
+            secret = ledger.webhook_secret(args.name, rotate=args.rotate)
+            print(f"{'new ' if args.rotate else ''}webhook secret of {args.name}: {secret}")
         elif args.accounts_command == "credit":
             if args.points <= 0:
                 raise CliError(f"points must be positive, got {args.points}")

@@ -25,6 +25,14 @@ from contracts.keys import job_prefix
 from contracts.messages import JobSpec
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points, quoted_size
+from contracts.webhooks import (
+    DEFAULT_WEBHOOK_EVENTS,
+    MAX_WEBHOOK_URL_CHARS,
+    WEBHOOK_EVENTS,
+    Webhook,
+    check_webhook_url,
+    parse_webhook_events,
+)
 from services.billing.ledger import UnknownAccountError
 from services.gateway.dependencies import unauthorized
 from services.gateway.errors import ApiError, status_of, validation_error
@@ -74,12 +82,37 @@ def openapi_body() -> dict[str, Any]:
         "description": "WxH, multiples of 64 from 64 to 2048; default: the model's size fitted to the picture",
     }
     props["resolution"] = resolution
+    props["webhook"] = {
+        "type": "string",
+        "format": "uri",
+        "maxLength": MAX_WEBHOOK_URL_CHARS,
+        "example": "https://example.com/i2v-hooks",
+        "description": "an https:// (or http://) URL to POST the job's events to, signed with the account's"
+        " webhook secret (Standard Webhooks); not a loopback or private address",
+    }
+    events = {"type": "string", "enum": list(WEBHOOK_EVENTS)}
+    webhook_events = {
+        "description": "which events to send (default: " + ", ".join(DEFAULT_WEBHOOK_EVENTS) + ")",
+        "example": "completed,failed",
+    }
+    props["webhook_events"] = {
+        **webhook_events,
+        "type": "string",
+        "description": webhook_events["description"] + "; comma-separated",
+    }
     multipart = {
         "type": "object",
         "required": ["image"],
         "properties": {"image": {"type": "string", "format": "binary"}, **props},
     }
     props = {**props, "resolution": {"anyOf": [resolution, {"type": "null"}]}}  # JSON may say null
+    props["webhook_events"] = {
+        **webhook_events,
+        "type": "array",
+        "items": events,
+        "minItems": 1,
+        "example": ["completed", "failed"],
+    }
     as_json = {
         "type": "object",
         "required": ["image_base64"],
@@ -188,6 +221,37 @@ def _too_large(max_bytes: int) -> ApiError:
 # --- checks -------------------------------------------------------------------------------------
 
 
+async def webhook_from(fields: dict[str, Any], *, allow_private: bool) -> Webhook | None:
+    """Take ``webhook`` and ``webhook_events`` out of the fields: the job's webhook, or None without a URL.
+    Its host is looked up here (and again at every delivery): a loopback or private address is refused
+    unless the deployment allows them."""
+    from services.webhooks.destination import WebhookRefusedError, resolve
+
+    url = fields.pop("webhook", None)
+    events = fields.pop("webhook_events", None)
+    if url is None:
+        if events is not None:
+            raise ApiError(422, "invalid_webhook", "webhook_events: give a webhook URL too", field="webhook_events")
+        return None
+    if not isinstance(url, str):
+        raise ApiError(422, "invalid_webhook", "webhook: must be a string", field="webhook")
+    try:
+        check_webhook_url(url)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_webhook", str(exc), field="webhook") from None
+    if events is not None and not isinstance(events, str | list):
+        raise ApiError(422, "invalid_webhook", "webhook_events: a list of event names", field="webhook_events")
+    try:
+        chosen = DEFAULT_WEBHOOK_EVENTS if events is None else parse_webhook_events(events)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_webhook", str(exc), field="webhook_events") from None
+    try:
+        await anyio.to_thread.run_sync(lambda: resolve(url, allow_private=allow_private))
+    except WebhookRefusedError as exc:
+        raise ApiError(422, "webhook_refused", str(exc), field="webhook") from None
+    return Webhook(url=url, events=chosen)
+
+
 def params_from(fields: dict[str, Any], default_model: str, *, as_json: bool = False) -> GenerationParams:
     """The job's parameters; the server's model unless the client asks for ``tiny`` or ``still``, which
     need no weights of the server's own.
@@ -268,7 +332,12 @@ def fingerprint(image: bytes, params: GenerationParams) -> str:
 
 
 async def submit(
-    gateway: Gateway, account: str, image: bytes, params: GenerationParams, idempotency: Idempotency | None = None
+    gateway: Gateway,
+    account: str,
+    image: bytes,
+    params: GenerationParams,
+    idempotency: Idempotency | None = None,
+    webhook: Webhook | None = None,
 ) -> tuple[JobView, bool]:
     """Check the job as cheaply as can be first, then decode the image, then store it and queue the job;
     returns the job and whether it is new (False: the ``idempotency`` key already named it).
@@ -280,12 +349,12 @@ async def submit(
     ``preset`` has its image checked and looked at before it is priced: the preset's values set the price.
     """
     if idempotency is None:
-        return await _admit(gateway, account, image, params, None), True
+        return await _admit(gateway, account, image, params, None, webhook), True
     earlier = await _idempotent_job(gateway, account, idempotency)
     if earlier is not None:
         return earlier, False
     try:
-        return await _admit(gateway, account, image, params, idempotency), True
+        return await _admit(gateway, account, image, params, idempotency, webhook), True
     except (ApiError, IdempotencyKeyUsedError) as exc:
         # A twin of this request may have made the job meanwhile (and taken the slot or the points).
         earlier = await _idempotent_job(gateway, account, idempotency)
@@ -310,7 +379,12 @@ def with_preset(image: bytes, params: GenerationParams, model_size: ModelSize, m
 
 
 async def _admit(
-    gateway: Gateway, account: str, image: bytes, params: GenerationParams, idempotency: Idempotency | None
+    gateway: Gateway,
+    account: str,
+    image: bytes,
+    params: GenerationParams,
+    idempotency: Idempotency | None,
+    webhook: Webhook | None = None,
 ) -> JobView:
     model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
     checked = False
@@ -336,13 +410,13 @@ async def _admit(
     if not checked:
         async with gateway.decodes:
             await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
-    spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed())
+    spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook)
     view = JobView.submitted(spec, price)
     active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
     if active is not None:
         _refuse_past_limit(active, limit)
     try:
-        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id)
+        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id, webhook=webhook)
     except Exception as exc:
         log.warning("job %s could not be queued: %s", spec.job_id, exc)
         await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)

@@ -52,7 +52,9 @@ from services.threads import shared_host_env
 log = logging.getLogger("i2v.stack")
 
 SERVICES = ("ingest", "billing", "latent", "decode", "mux")
-WITH_GATEWAY = (*SERVICES, "gateway")
+WITH_WEBHOOKS = (*SERVICES, "webhooks")
+"""The pipeline and the webhooks service, which POSTs jobs' events to the URLs their submitters gave."""
+WITH_GATEWAY = (*WITH_WEBHOOKS, "gateway")
 """What ``i2v stack up`` runs: the pipeline and the HTTP gateway in front of it."""
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
@@ -88,7 +90,7 @@ class EmbeddedStack:
     """Start with :meth:`start`, stop with :meth:`stop` (or use as a context manager)."""
 
     state_dir: Path
-    services: tuple[str, ...] = SERVICES
+    services: tuple[str, ...] = WITH_WEBHOOKS
     extra_env: Mapping[str, str] = field(default_factory=dict)
     say: Callable[[str], None] = lambda _line: None
     nats_nodes: int = 1
@@ -186,6 +188,7 @@ class EmbeddedStack:
     def _env(self) -> dict[str, str]:
         assert self.nats is not None and self.s3 is not None, "stack not started"
         env = {
+            "I2V_WEBHOOK_ALLOW_PRIVATE": "1",  # one box: a receiver on this host is the usual case; the shell may say 0
             **self._shell,
             "I2V_NATS_URL": self.nats.url,
             "I2V_STREAM_REPLICAS": str(self.stream_replicas),

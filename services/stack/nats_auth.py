@@ -33,14 +33,20 @@ ADMIN = "admin"
 CLIENT = "client"
 """The ``i2v`` commands: submit, follow, cancel, replay, dead letters."""
 GATEWAY = "gateway"
+WEBHOOKS = "webhooks"
+"""The webhooks service: reads every event through its own durable, dead-letters what it gives up on."""
 SERVICE_USERS: tuple[str, ...] = tuple(stage.value for stage in PIPELINE_ORDER)
-USERS: tuple[str, ...] = (*SERVICE_USERS, GATEWAY, CLIENT, ADMIN)
+USERS: tuple[str, ...] = (*SERVICE_USERS, GATEWAY, WEBHOOKS, CLIENT, ADMIN)
 ROUTE = "route"
 """The login a cluster's nodes give one another on their routes (``cluster { authorization }``); no
 client can use it: it is not among the clients' users."""
 
 SETTLE_DURABLE = "i2v-billing-settle"
 """Billing's durable on the terminal events (services/billing/app.py); no one else may create or change it."""
+WEBHOOKS_DURABLE = "i2v-webhooks"
+"""The webhooks service's durable on every event (services/webhooks/app.py); likewise its own."""
+WEBHOOKS_DLQ = "i2v.dlq.webhooks"
+"""Where the webhooks service dead-letters a webhook it gave up on."""
 
 _API = "$JS.API"
 _CANCEL_STREAM = f"KV_{CANCEL_BUCKET}"
@@ -118,6 +124,16 @@ def _service(stage: Stage) -> Permissions:
     return Permissions(tuple(publish), (f"{inbox_prefix(stage.value)}.>",))
 
 
+def _webhooks() -> Permissions:
+    publish = [
+        *_stream_info(),
+        *_durable(EVENTS_STREAM, WEBHOOKS_DURABLE, "i2v.events.>"),
+        *_watch_cancels(),  # every service's kit watches the cancel bucket
+        WEBHOOKS_DLQ,
+    ]
+    return Permissions(tuple(publish), (f"{inbox_prefix(WEBHOOKS)}.>",))
+
+
 def _front_door(user: str, *, dead_letters: bool) -> Permissions:
     """Submit, follow, cancel and replay jobs; the CLI also reads the dead letters."""
     publish = [
@@ -134,7 +150,7 @@ def _front_door(user: str, *, dead_letters: bool) -> Permissions:
     if dead_letters:
         publish += _ordered(DLQ_STREAM)
     # Creating a consumer of that name would change billing's settlement consumer.
-    deny = (f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.{SETTLE_DURABLE}.>",)
+    deny = tuple(f"{_API}.CONSUMER.CREATE.{EVENTS_STREAM}.{d}.>" for d in (SETTLE_DURABLE, WEBHOOKS_DURABLE))
     return Permissions(tuple(publish), (f"{inbox_prefix(user)}.>",), deny)
 
 
@@ -149,6 +165,8 @@ def permissions(user: str) -> Permissions:
         return _service(Stage(user))
     if user == GATEWAY:
         return _front_door(user, dead_letters=False)
+    if user == WEBHOOKS:
+        return _webhooks()
     if user == CLIENT:
         return _front_door(user, dead_letters=True)
     if user == ADMIN:

@@ -29,6 +29,7 @@ NEEDS: dict[str, set[str]] = {
     "latent": {"I2V_BILLING_SECRET"},
     "decode": {"I2V_BILLING_SECRET"},
     "mux": {"I2V_BILLING_SECRET"},
+    "webhooks": {"I2V_LEDGER_DSN"},  # the accounts' signing secrets and the delivery log
     "gateway": {"I2V_LEDGER_DSN", "I2V_GATEWAY_SECRET"},
 }
 EVERYONE = {"I2V_NATS_USER", "I2V_NATS_PASSWORD", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"}

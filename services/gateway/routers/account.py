@@ -4,7 +4,7 @@ from typing import Annotated
 
 import anyio.to_thread
 from fastapi import APIRouter, Query
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from contracts.params import GenerationParams, Resolution
 from contracts.pricing import price_points, quoted_size
@@ -39,6 +39,38 @@ async def get_account(account: CurrentAccount, gateway: GatewayDep) -> Account:
         )
 
     result: Account = await anyio.to_thread.run_sync(read)
+    return result
+
+
+class WebhookSecret(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"secret": "whsec_AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}]}
+    )
+
+    secret: str = Field(
+        description="`whsec_` + base64: the key of the `webhook-signature` on every webhook of this account's"
+        " jobs (Standard Webhooks); verify with any Standard Webhooks library"
+    )
+
+
+def _webhook_secret(gateway: GatewayDep, account: str, rotate: bool) -> WebhookSecret:
+    try:
+        return WebhookSecret(secret=gateway.ledger.webhook_secret(account, rotate=rotate))
+    except UnknownAccountError:
+        raise unauthorized("this account no longer exists") from None
+
+
+@router.get("/account/webhook-secret", response_model=WebhookSecret)
+async def get_webhook_secret(account: CurrentAccount, gateway: GatewayDep) -> WebhookSecret:
+    """The account's webhook signing secret (made on first ask)."""
+    result: WebhookSecret = await anyio.to_thread.run_sync(_webhook_secret, gateway, account, False)
+    return result
+
+
+@router.post("/account/webhook-secret", response_model=WebhookSecret)
+async def rotate_webhook_secret(account: CurrentAccount, gateway: GatewayDep) -> WebhookSecret:
+    """A new webhook signing secret; webhooks signed from now on (retries of earlier ones too) use it."""
+    result: WebhookSecret = await anyio.to_thread.run_sync(_webhook_secret, gateway, account, True)
     return result
 
 

@@ -23,7 +23,15 @@ from services.gateway.media import entity_tag, matches, media_headers, media_res
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import JobLinks, JobPage, JobResource
-from services.gateway.submission import body_type, fingerprint, openapi_body, params_from, read_submission, submit
+from services.gateway.submission import (
+    body_type,
+    fingerprint,
+    openapi_body,
+    params_from,
+    read_submission,
+    submit,
+    webhook_from,
+)
 from services.jobclient import JobNotFoundError, JobStateError
 
 log = logging.getLogger("i2v.gateway")
@@ -100,9 +108,10 @@ async def submit_job(
     `Prefer: wait=N` answers 200 with the finished job when it ends within N seconds (a short job in one
     round trip), else 202 as without it; either answer then carries `Preference-Applied: wait=N`."""
     image, fields = await read_submission(request, gateway.max_upload_bytes)
+    webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
     params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
     idempotency = Idempotency(idempotency_key, fingerprint(image, params)) if idempotency_key else None
-    view, new = await submit(gateway, account, image, params, idempotency)
+    view, new = await submit(gateway, account, image, params, idempotency, webhook)
     # `prefer` above documents the header; every Prefer field is read here, since a client may send several.
     wait_s = wait_preference(request.headers.getlist("prefer"))
     headers = {"Location": JobLinks.of(view.job_id).self}

@@ -1,0 +1,210 @@
+"""One attempt at a time, without NATS: what becomes a webhook, how it is signed, retried, logged and
+given up, and which destinations are refused. The receiver is a real HTTP server on loopback that checks
+signatures with the standardwebhooks package."""
+
+import json
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from contracts.messages import JobSpec, StageProgress, StageStarted
+from contracts.params import GenerationParams
+from contracts.webhooks import Webhook, check_webhook_url, parse_webhook_events
+from services.billing.ledger import SqlLedger, open_ledger
+from services.webhooks.delivery import Outgoing, Retry, Sender, outgoing
+from services.webhooks.destination import WebhookRefusedError, resolve
+from tests.services.job_messages import completed
+from tests.services.webhooks.receiver import receiving
+
+ACCOUNT = "acme"
+AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()  # the receiver checks the signed timestamp is within 5 minutes of its clock
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> SqlLedger:
+    ledger = open_ledger(str(tmp_path / "ledger.sqlite3"))
+    ledger.create_account(ACCOUNT, 100)
+    return ledger
+
+
+def _spec(url: str, *events: str) -> JobSpec:
+    webhook = Webhook(url=url, events=parse_webhook_events(list(events))) if events else Webhook(url=url)
+    return JobSpec(job_id="job-webhook-1", account=ACCOUNT, params=GenerationParams(seed=7), webhook=webhook)
+
+
+def _sender(ledger: SqlLedger, clock: Clock, give_up_after_s: float = 3600.0) -> Sender:
+    retry = Retry(backoff_s=2.0, backoff_max_s=60.0, give_up_after_s=give_up_after_s, timeout_s=5.0)
+    return Sender(ledger, retry, allow_private=True, clock=clock)
+
+
+def _completed(url: str) -> Outgoing:
+    item = outgoing(completed(_spec(url), 12), _spec(url), sequence=41, published_at=AT)
+    assert item is not None
+    return item
+
+
+def test_only_the_events_a_job_asked_for_make_webhooks() -> None:
+    spec = _spec("https://example.com/h", "started")
+    started = StageStarted(job_id=spec.job_id, stage="ingest")
+    assert outgoing(started, spec, 1, AT) is not None
+    assert outgoing(completed(spec, 12), spec, 2, AT) is None  # not asked for
+    assert outgoing(StageProgress(job_id=spec.job_id, stage="latent", step=1, total=2), spec, 3, AT) is None
+    default = _spec("https://example.com/h")
+    assert default.webhook is not None and default.webhook.events == ("completed", "failed", "cancelled")
+    assert outgoing(started, default, 1, AT) is None
+    no_webhook = spec.model_copy(update={"webhook": None})
+    assert outgoing(completed(no_webhook, 12), no_webhook, 2, AT) is None
+
+
+def test_the_body_is_the_event_and_the_jobs_essentials() -> None:
+    item = _completed("https://example.com/h")
+    payload = json.loads(item.payload)
+    assert payload["type"] == "job.completed"
+    assert payload["timestamp"] == "2026-01-02T03:04:05Z"
+    data = payload["data"]
+    assert data["job_id"] == "job-webhook-1"
+    assert data["event"]["type"] == "JobCompleted"
+    assert data["job"]["status"] == "succeeded"
+    assert data["job"]["links"]["video"] == "/v1/jobs/job-webhook-1/video"
+    assert "account" not in item.payload.decode() and "sha256" not in item.payload.decode()
+    assert item.webhook_id == "msg_job-webhook-1_completed_g0"
+
+
+def test_a_failing_receiver_gets_the_same_signed_webhook_until_it_accepts(ledger: SqlLedger) -> None:
+    clock = Clock()
+    sender = _sender(ledger, clock)
+    with receiving(lambda: ledger.webhook_secret(ACCOUNT), fail_first=2) as receiver:
+        item = _completed(receiver.url)
+        first = sender.deliver(item)
+        assert (first.verdict, first.delay) == ("retry", 2.0)
+        # Redelivered early (a restart): it waits for its time, nothing is sent.
+        early = sender.deliver(item)
+        assert early.verdict == "retry" and early.delay == pytest.approx(2.0)
+        assert len(receiver.received) == 1
+        clock.now += 2
+        assert (sender.deliver(item).verdict, sender.deliver(item).verdict) == ("retry", "retry")
+        clock.now += 4
+        assert sender.deliver(item).verdict == "delivered"
+        clock.now += 100
+        assert sender.deliver(item).verdict == "skip"  # delivered once is enough
+
+    assert [r.status for r in receiver.received] == [500, 500, 200]
+    assert all(r.verified for r in receiver.received)
+    assert {r.webhook_id for r in receiver.received} == {item.webhook_id}
+    assert {r.body for r in receiver.received} == {item.payload}
+    log = ledger.webhook_deliveries(item.job_id)
+    assert [(a.attempt, a.outcome, a.status_code) for a in log] == [
+        (1, "retrying", 500),
+        (2, "retrying", 500),
+        (3, "delivered", 200),
+    ]
+    assert log[0].next_retry_at == log[0].attempted_at + 2 and log[1].next_retry_at == log[1].attempted_at + 4
+    assert log[2].next_retry_at is None and "HTTP 500" in log[0].error
+
+
+def test_another_event_with_the_same_webhook_id_is_not_sent_again(ledger: SqlLedger) -> None:
+    """Each stage's start maps to the generation's one ``started``: the first owns it."""
+    clock = Clock()
+    with receiving(lambda: ledger.webhook_secret(ACCOUNT)) as receiver:
+        spec = _spec(receiver.url, "started")
+        sender = _sender(ledger, clock)
+        ingest = outgoing(StageStarted(job_id=spec.job_id, stage="ingest"), spec, 5, AT)
+        billing = outgoing(StageStarted(job_id=spec.job_id, stage="billing"), spec, 9, AT)
+        assert ingest is not None and billing is not None and ingest.webhook_id == billing.webhook_id
+        assert sender.deliver(ingest).verdict == "delivered"
+        assert sender.deliver(billing).verdict == "skip"
+    assert len(receiver.received) == 1
+
+
+def test_a_webhook_is_given_up_once_its_time_is_out(ledger: SqlLedger) -> None:
+    clock = Clock()
+    sender = _sender(ledger, clock, give_up_after_s=5.0)
+    item = _completed("http://127.0.0.1:9/nobody-listens")
+    assert sender.deliver(item).delay == 2.0
+    clock.now += 2
+    assert sender.deliver(item).delay == 3.0  # not 4: the last attempt is at the window's end
+    clock.now += 3
+    result = sender.deliver(item)
+    assert result.verdict == "gave_up" and result.attempt == 3
+    assert "ConnectionRefusedError" in result.error
+    assert [a.outcome for a in ledger.webhook_deliveries(item.job_id)] == ["retrying", "retrying", "gave_up"]
+    assert sender.deliver(item).verdict == "skip"
+
+
+def test_rotating_the_secret_changes_the_signature_key(ledger: SqlLedger) -> None:
+    old = ledger.webhook_secret(ACCOUNT)
+    assert old.startswith("whsec_") and ledger.webhook_secret(ACCOUNT) == old
+    clock = Clock()
+    with receiving(lambda: old) as receiver:
+        first = outgoing(StageStarted(job_id="job-rot-1", stage="ingest"), _spec(receiver.url, "started"), 1, AT)
+        assert first is not None
+        _sender(ledger, clock).deliver(first)
+        new = ledger.webhook_secret(ACCOUNT, rotate=True)
+        assert new != old and new.startswith("whsec_")
+        spec = _spec(receiver.url, "started").model_copy(update={"job_id": "job-rot-2"})
+        second = outgoing(StageStarted(job_id="job-rot-2", stage="ingest"), spec, 2, AT)
+        assert second is not None
+        _sender(ledger, clock).deliver(second)
+        receiver.secret = lambda: new
+        third = outgoing(
+            StageStarted(job_id="job-rot-3", stage="ingest"), spec.model_copy(update={"job_id": "job-rot-3"}), 3, AT
+        )
+        assert third is not None
+        _sender(ledger, clock).deliver(third)
+    assert [r.verified for r in receiver.received] == [True, False, True]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/h",
+        "http://localhost/h",
+        "https://10.1.2.3/h",
+        "http://[::1]/h",
+        "http://169.254.169.254/",
+    ],
+)
+def test_loopback_and_private_destinations_are_refused_unless_allowed(url: str) -> None:
+    with pytest.raises(WebhookRefusedError, match="loopback or private address") as refused:
+        resolve(url, allow_private=False)
+    assert "\n" not in str(refused.value)
+    if "localhost" not in url:
+        assert resolve(url, allow_private=True).address in url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/h", "must be an https:// or http:// URL"),
+        ("https:///h", "no host"),
+        ("https://user:pw@example.com/h", "no user or password"),
+        ("https://example.com/" + "a" * 2100, "at most 2048 characters"),
+        ("https://exa mple.com/h", "no spaces"),
+        ("https://example.com:99999/h", "not a URL"),
+    ],
+)
+def test_bad_webhook_urls_get_one_line(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as bad:
+        check_webhook_url(url)
+    assert "\n" not in str(bad.value)
+
+
+def test_event_names_are_checked() -> None:
+    assert parse_webhook_events("failed, started,failed") == ("started", "failed")
+    with pytest.raises(ValueError, match="unknown event 'done'"):
+        parse_webhook_events("completed,done")
+    with pytest.raises(ValueError, match="at least one"):
+        parse_webhook_events([])
+    with pytest.raises(ValidationError):
+        Webhook(url="https://example.com/h", events=("finished",))
