@@ -8,6 +8,7 @@ and a throttle by wall time; encoding is left to the caller's worker thread.
 """
 
 import io
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -17,6 +18,8 @@ import numpy as np
 import PIL.Image
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger("i2v.previews")
 
 SD_LATENT_RGB_FACTORS: tuple[tuple[float, float, float], ...] = (
     (0.3512, 0.2297, 0.3227),
@@ -129,15 +132,26 @@ class PreviewTap:
     A preview is the denoised estimate, not the noisy latents (which are mostly noise until the end). With
     the scheduler's sigmas, a due step keeps its shrunk latents and the next step yields the estimate from
     the pair (:func:`euler_denoised`); without them, the latents themselves are shown. The last step's
-    latents are the result, shown as they are.
+    latents are the result, shown as they are. A preview is never worth the denoising: the first error
+    is logged and turns the tap off.
     """
 
     due: Callable[[int, int], bool]
     take: Callable[[int, int, torch.Tensor], None]
     _kept: torch.Tensor | None = None
+    _off: bool = False
 
     def after_step(self, step: int, total: int, latents: torch.Tensor, sigmas: torch.Tensor | None) -> None:
         """Called after step ``step`` (1-based) of ``total``; ``sigmas[step]`` is the noise level now."""
+        if self._off:
+            return
+        try:
+            self._after_step(step, total, latents, sigmas)
+        except Exception:
+            log.warning("previews stop at step %d/%d: making one failed", step, total, exc_info=True)
+            self._off, self._kept = True, None
+
+    def _after_step(self, step: int, total: int, latents: torch.Tensor, sigmas: torch.Tensor | None) -> None:
         if step >= total:
             self._kept = None
             self.take(step, total, shrink_latents(latents))

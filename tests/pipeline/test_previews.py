@@ -182,3 +182,16 @@ def test_the_tap_shows_the_latents_at_once_without_the_schedulers_sigmas() -> No
     for step in range(1, 5):
         tap.after_step(step, 4, torch.zeros(1, 2, 4, 3, 3), None)
     assert taken == [2, 4]
+
+
+def test_a_failing_preview_turns_the_tap_off_and_never_reaches_the_denoising() -> None:
+    calls: list[int] = []
+
+    def take(step: int, total: int, latents: torch.Tensor) -> None:
+        calls.append(step)
+        raise OSError("the disk is full")
+
+    tap = PreviewTap(due=lambda step, total: True, take=take)
+    for step in range(1, 5):
+        tap.after_step(step, 4, torch.zeros(1, 2, 4, 3, 3), None)  # does not raise
+    assert calls == [1]
