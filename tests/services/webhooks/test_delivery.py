@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from contracts.messages import JobSpec, StageProgress, StageStarted
+from contracts.keys import preview_key
+from contracts.messages import JobSpec, StagePreview, StageProgress, StageStarted
 from contracts.params import GenerationParams
+from contracts.refs import ObjectRef
 from contracts.webhooks import Webhook, check_webhook_url, parse_webhook_events
 from services.billing.ledger import SqlLedger, open_ledger
 from services.webhooks.delivery import Outgoing, Retry, Sender, outgoing
@@ -65,6 +67,27 @@ def test_only_the_events_a_job_asked_for_make_webhooks() -> None:
     assert outgoing(started, default, 1, AT) is None
     no_webhook = spec.model_copy(update={"webhook": None})
     assert outgoing(completed(no_webhook, 12), no_webhook, 2, AT) is None
+
+
+def test_each_preview_is_a_webhook_of_its_own() -> None:
+    spec = _spec("https://example.com/h", "preview")
+    ref = ObjectRef(
+        bucket="i2v", key=preview_key(spec.job_id, 0, 0), size=1, sha256="0" * 64, content_type="image/webp"
+    )
+    previews = [
+        outgoing(
+            StagePreview(job_id=spec.job_id, stage="latent", index=i, step=i + 1, total=2, preview=ref), spec, i, AT
+        )
+        for i in range(2)
+    ]
+    assert [p.webhook_id if p else None for p in previews] == [
+        "msg_job-webhook-1_preview_g0_a1_0",
+        "msg_job-webhook-1_preview_g0_a1_1",
+    ]
+    body = json.loads(previews[1].payload if previews[1] else b"")
+    assert body["type"] == "job.preview"
+    assert body["data"]["event"]["url"] == "/v1/jobs/job-webhook-1/previews/1?generation=0"
+    assert "key" not in body["data"]["event"]
 
 
 def test_the_body_is_the_event_and_the_jobs_essentials() -> None:

@@ -18,10 +18,11 @@ import pytest
 from nats.aio.client import Client
 
 from contracts.keys import command_key, upload_key
-from contracts.messages import Event, JobFailed, JobSpec, JobSubmitted, StageProgress, StageStarted
+from contracts.messages import DeadLetter, Event, JobFailed, JobSpec, JobSubmitted, StageProgress, StageStarted
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
+from contracts.subjects import DLQ_STREAM
 from contracts.webhooks import Webhook, parse_webhook_events
 from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore
@@ -31,7 +32,7 @@ from services.bus.connection import inbox_prefix
 from services.bus.publishing import route
 from services.bus.streams import ensure_streams
 from services.stack.credentials import NatsLogin, nats_logins
-from services.stack.nats_auth import ADMIN, USERS, WEBHOOKS, authorization_block
+from services.stack.nats_auth import ADMIN, USERS, WEBHOOKS, WEBHOOKS_DLQ, authorization_block
 from tests.services.job_messages import completed
 from tests.services.webhooks.receiver import receiving
 
@@ -114,7 +115,14 @@ def ledger(tmp_path: Path) -> SqlLedger:
 
 
 @pytest.fixture
+def service_overrides() -> dict[str, str]:
+    """I2V_* settings a test sets for its service (by parametrizing this name)."""
+    return {}
+
+
+@pytest.fixture
 def service(
+    service_overrides: dict[str, str],
     tmp_path: Path,
     webhooks_nats: SecuredNats,
     seaweed: SeaweedS3,
@@ -137,6 +145,7 @@ def service(
         "I2V_WEBHOOK_TIMEOUT_S": "2",
         "I2V_ACK_WAIT_S": "3",
     }
+    env.update(service_overrides)
     running = Service(env, tmp_path / "webhooks.ready", tmp_path / "webhooks.log")
     running.start()
     try:
@@ -162,6 +171,32 @@ async def publish(nc: Client, event: Event) -> None:
     where = route(event)
     body = event.model_dump_json().encode()
     await nc.jetstream().publish(where.subject, body, stream=where.stream, headers={"Nats-Msg-Id": where.msg_id})
+
+
+# Retried for 3.6 s: attempts at 0, 1, 3 and 3.6 s, then given up.
+@pytest.mark.parametrize("service_overrides", [{"I2V_WEBHOOK_RETRY_HOURS": "0.001"}])
+async def test_a_webhook_out_of_time_is_dead_lettered(
+    service: Service, nc: Client, ledger: SqlLedger, webhooks_nats: SecuredNats
+) -> None:
+    spec = job("job-hook-gone", "http://127.0.0.1:9/nobody-listens")
+    await publish(nc, completed(spec, 12))
+    await until(lambda: any(a.outcome == "gave_up" for a in ledger.webhook_deliveries(spec.job_id)), "giving up")
+
+    client = await webhooks_nats.connect("client")  # the operators' user reads the dead letters
+    try:
+        sub = await client.jetstream().subscribe(WEBHOOKS_DLQ, stream=DLQ_STREAM, ordered_consumer=True)
+        letter = DeadLetter.model_validate_json((await sub.next_msg(timeout=10)).data)
+    finally:
+        await client.close()
+    attempts = ledger.webhook_deliveries(spec.job_id)
+    assert [a.outcome for a in attempts] == ["retrying"] * (len(attempts) - 1) + ["gave_up"]
+    assert (letter.code, letter.job_id, letter.attempts, letter.stage) == (
+        "webhook_undelivered",
+        spec.job_id,
+        len(attempts),
+        None,
+    )
+    assert "msg_job-hook-gone_completed_g0" in letter.error and "ConnectionRefusedError" in letter.error
 
 
 def job(job_id: str, url: str, *events: str) -> JobSpec:
