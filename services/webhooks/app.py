@@ -91,6 +91,14 @@ def build_app(settings: Settings, *, ledger: DeliveryLog | None = None, store: O
             )
             result = Result("skip") if item is None else await anyio.to_thread.run_sync(sender().deliver, item)
         except Exception:
+            age_s = (datetime.now(UTC) - metadata.timestamp).total_seconds()
+            if age_s > settings.webhook_retry_hours * 3600.0:
+                # The event could never be read into a webhook for as long as one is retried: let it go.
+                log.exception(
+                    "event %d on %s: dropped after %.0fs of failures", metadata.sequence.stream, raw.subject, age_s
+                )
+                await msg.ack()
+                return
             log.exception(
                 "event %d on %s: the ledger or the store failed; again in %gs",
                 metadata.sequence.stream,

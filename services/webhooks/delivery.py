@@ -28,7 +28,7 @@ from contracts.messages import (
     StageStarted,
 )
 from contracts.webhooks import WebhookEvent
-from services.billing.ledger import WebhookAttempt, WebhookOutcome
+from services.billing.ledger import UnknownAccountError, WebhookAttempt, WebhookOutcome
 from services.gateway.progress import JobView
 from services.gateway.public_events import public_event
 from services.gateway.schemas import JobResource
@@ -184,30 +184,22 @@ class Sender:
                 return Result("retry", delay=last.next_retry_at - now, attempt=last.attempt)
         number = len(attempts) + 1
         first_at = attempts[0].attempted_at if attempts else now
-        secret = self._log.webhook_secret(item.account)
-        status: int | None = None
-        error = ""
+        ends_at = first_at + self._retry.give_up_after_s
         try:
-            destination = self._resolve(item.url, allow_private=self._allow_private)
-            headers = signed_headers(secret, item.webhook_id, item.payload, datetime.fromtimestamp(now, UTC))
-            answer = self._post(destination, item.payload, headers, self._retry.timeout_s)
-            status = answer.status
-            if not answer.ok:
-                error = f"HTTP {answer.status}: {_one_line(answer.body.decode('utf-8', 'replace'))}"
-        except (OSError, ValueError) as exc:  # refused, reset, timed out, TLS, a URL now refused
-            error = _one_line(f"{type(exc).__name__}: {exc}")
-        delivered = status is not None and not error
-        outcome: WebhookOutcome = "delivered"
-        delay = 0.0
+            secret = self._log.webhook_secret(item.account)
+        except UnknownAccountError:
+            status, error = None, f"no account {item.account!r} to sign with"
+            ends_at = now  # nothing to sign with, now or later
+        else:
+            status, error = self._post_signed(item, secret, now)
         next_at: float | None = None
-        if not delivered:
+        if not error:
+            outcome: WebhookOutcome = "delivered"
+        elif now >= ends_at:
+            outcome = "gave_up"
+        else:
             # The last attempt falls at the window's end, not past it.
-            ends_at = first_at + self._retry.give_up_after_s
-            if now >= ends_at:
-                outcome = "gave_up"
-            else:
-                next_at = min(now + self._retry.delay(number), ends_at)
-                outcome, delay = "retrying", next_at - now
+            outcome, next_at = "retrying", min(now + self._retry.delay(number), ends_at)
         self._log.record_webhook_attempt(
             WebhookAttempt(
                 job_id=item.job_id,
@@ -227,7 +219,20 @@ class Sender:
             return Result("delivered", attempt=number)
         if outcome == "gave_up":
             return Result("gave_up", attempt=number, error=error)
-        return Result("retry", delay=delay, attempt=number, error=error)
+        assert next_at is not None
+        return Result("retry", delay=next_at - now, attempt=number, error=error)
+
+    def _post_signed(self, item: Outgoing, secret: str, now: float) -> tuple[int | None, str]:
+        """The receiver's status (None without an answer) and the error; no error means delivered."""
+        try:
+            destination = self._resolve(item.url, allow_private=self._allow_private)
+            headers = signed_headers(secret, item.webhook_id, item.payload, datetime.fromtimestamp(now, UTC))
+            answer = self._post(destination, item.payload, headers, self._retry.timeout_s)
+        except (OSError, ValueError) as exc:  # refused, reset, timed out, TLS, a URL now refused
+            return None, _one_line(f"{type(exc).__name__}: {exc}")
+        if answer.ok:
+            return answer.status, ""
+        return answer.status, f"HTTP {answer.status}: {_one_line(answer.body.decode('utf-8', 'replace'))}"
 
 
 def signed_headers(secret: str, message_id: str, payload: bytes, at: datetime) -> dict[str, str]:

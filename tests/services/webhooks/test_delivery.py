@@ -165,6 +165,14 @@ def test_a_webhook_is_given_up_once_its_time_is_out(ledger: SqlLedger) -> None:
     assert sender.deliver(item).verdict == "skip"
 
 
+def test_a_job_of_an_account_gone_is_given_up_at_once(ledger: SqlLedger) -> None:
+    spec = _spec("http://127.0.0.1:9/h").model_copy(update={"account": "gone"})
+    item = outgoing(completed(spec, 12), spec, 4, AT)
+    assert item is not None
+    result = _sender(ledger, Clock()).deliver(item)
+    assert (result.verdict, result.attempt, result.error) == ("gave_up", 1, "no account 'gone' to sign with")
+
+
 def test_rotating_the_secret_changes_the_signature_key(ledger: SqlLedger) -> None:
     old = ledger.webhook_secret(ACCOUNT)
     assert old.startswith("whsec_") and ledger.webhook_secret(ACCOUNT) == old
