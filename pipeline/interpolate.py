@@ -18,19 +18,20 @@ Flow is computed once per neighbour pair, one pair at a time, so memory stays at
 fields whatever the clip length.
 
 ``bench/interpolation.py`` on real clips, frame i+g predicted from frames i and i+2g, ``dis`` minus
-``dis_v1`` in PSNR and its time per predicted frame (2 CPU cores, shared, so times are rough):
+``dis_v1`` in PSNR, and its CPU time per predicted frame against ``dis_v1``'s:
 
-    clip            g=1     g=2     g=4    time
-    bikes          +0.80   +0.41   +0.07   1.2-1.3x
-    carphone       +0.21   +0.12   -0.06   1.2-1.8x
-    bigbuckbunny   +0.09   +0.01   -0.09   1.2-1.4x
+    clip            g=1     g=2     g=4    CPU time
+    bikes          +0.80   +0.41   +0.07   1.3x
+    carphone       +0.21   +0.12   -0.06   1.3-1.5x
+    bigbuckbunny   +0.09   +0.01   -0.09   1.1-1.2x
 
-Stretching 14 frames to 96 it takes 1.3-2.1x ``dis_v1``'s time per frame. Nothing tried gets +1.0 dB
-over ``dis_v1``: motion measured from the true middle frame and made symmetric gains only 1.4 / 0.9 /
-0.4 dB over ``dis`` on bikes, 0.6 on bigbuckbunny and 0 on carphone, whose middle frames sit off the
-straight path (hand-held shake: a smooth offset per frame is worth 4.5 dB there). The pairs either side
-do not predict that offset, so motion from four native frames was measured and not kept (see the
-Interpolation paragraph of docs/ARCHITECTURE.md).
+Stretching 14 frames to 96 (flow shared by seven frames) it takes 1.3x (bigbuckbunny), 1.4-1.8x (bikes)
+and 1.9x (carphone) ``dis_v1``'s CPU time per frame: bicubic sampling, worth 0.2-0.4 dB, is much of
+that. Nothing tried gets +1.0 dB over ``dis_v1``: motion measured from the true middle frame and made
+symmetric gains only 1.4 / 0.9 / 0.4 dB over ``dis`` on bikes, 0.6 on bigbuckbunny and 0 on carphone,
+whose middle frames sit off the straight path (hand-held shake: a smooth offset per frame is worth 4.5
+dB there). The pairs either side do not predict that offset, so motion from four native frames was
+measured and not kept (see the Interpolation paragraph of docs/ARCHITECTURE.md).
 """
 
 from collections.abc import Callable
