@@ -322,10 +322,11 @@ def header_size(image: bytes, params: GenerationParams, model_size: tuple[int, i
         return quoted_size(params, model_size)
 
 
-def fingerprint(image: bytes, params: GenerationParams) -> str:
+def fingerprint(image: bytes, params: GenerationParams, webhook: Webhook | None = None) -> str:
     """What a request asked for, however it was encoded (multipart or JSON): compared when a client
-    sends the same ``Idempotency-Key`` again."""
-    return hashlib.sha256(hashlib.sha256(image).digest() + params.model_dump_json().encode()).hexdigest()
+    sends the same ``Idempotency-Key`` again. A request without a webhook keeps its earlier fingerprint."""
+    asked = params.model_dump_json().encode() + (b"" if webhook is None else webhook.model_dump_json().encode())
+    return hashlib.sha256(hashlib.sha256(image).digest() + asked).hexdigest()
 
 
 # --- queueing -----------------------------------------------------------------------------------

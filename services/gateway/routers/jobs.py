@@ -110,7 +110,7 @@ async def submit_job(
     image, fields = await read_submission(request, gateway.max_upload_bytes)
     webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
     params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
-    idempotency = Idempotency(idempotency_key, fingerprint(image, params)) if idempotency_key else None
+    idempotency = Idempotency(idempotency_key, fingerprint(image, params, webhook)) if idempotency_key else None
     view, new = await submit(gateway, account, image, params, idempotency, webhook)
     # `prefer` above documents the header; every Prefer field is read here, since a client may send several.
     wait_s = wait_preference(request.headers.getlist("prefer"))

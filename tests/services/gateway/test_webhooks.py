@@ -106,3 +106,18 @@ async def test_the_webhook_secret_is_read_and_rotated(gateway: RunningGateway) -
         assert (await client.get("/v1/account/webhook-secret")).json()["secret"] == new
     async with gateway.client() as anonymous:
         assert (await anonymous.get("/v1/account/webhook-secret")).status_code == 401
+
+
+async def test_the_same_idempotency_key_with_another_webhook_is_another_request(
+    tmp_path: Path, gateway_nats: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
+) -> None:
+    async with running_gateway(tmp_path, gateway_nats, seaweed, object_store, webhook_allow_private=True) as gateway:
+        _, key = gateway.account(1000)
+        async with gateway.client(key) as client:
+            client.headers["Idempotency-Key"] = "order-7"
+            first = await submit(client, webhook="http://127.0.0.1:9/a")
+            again = await submit(client, webhook="http://127.0.0.1:9/a")
+            other = await submit(client, webhook="http://127.0.0.1:9/b")
+    assert (first.status_code, again.status_code) == (202, 202)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json()["id"] == first.json()["id"]
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
