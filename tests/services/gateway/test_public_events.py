@@ -64,7 +64,16 @@ def test_the_completed_event_gives_the_api_urls_and_the_output() -> None:
         "job_id": JOB,
         "generation": 1,
         "price": 16,
-        "output": {"frame_count": 16, "fps": 8, "duration_s": 2.0, "width": 256, "height": 192, "size_bytes": 5000},
+        "output": {
+            "frame_count": 16,
+            "fps": 8,
+            "duration_s": 2.0,
+            "width": 256,
+            "height": 192,
+            "size_bytes": 5000,
+            "format": "mp4",
+            "content_type": "video/mp4",
+        },
         "video": f"/v1/jobs/{JOB}/video",
         "poster": f"/v1/jobs/{JOB}/poster",
     }
