@@ -85,10 +85,18 @@ def one_process_job(pipe: Any, image_bytes: bytes, params: GenerationParams, par
     lap("probe + poster")
 
 
-def run_one_process(image_bytes: bytes, params: GenerationParams, jobs: int) -> tuple[float, float, dict[str, float]]:
-    """Wall seconds, CPU seconds and per-part seconds of ``jobs`` jobs in a row (after a warm-up job)."""
+def run_one_process(
+    image_bytes: bytes, params: GenerationParams, jobs: int, threads: int
+) -> tuple[float, float, dict[str, float]]:
+    """Wall seconds, CPU seconds and per-part seconds of ``jobs`` jobs in a row (after a warm-up job) on
+    ``threads`` torch and OpenCV threads."""
+    import cv2
+    import torch
+
     from pipeline.models import load_pipeline, pick_device
 
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     device, dtype = pick_device()
     pipe = load_pipeline(params.model, device, dtype)
     one_process_job(pipe, image_bytes, params, defaultdict(float))  # warm: first-call allocations, imports
@@ -141,6 +149,9 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=4)
     parser.add_argument("--fps", type=int, default=24)
     parser.add_argument("--image", type=Path, default=ROOT / "examples" / "harbor.png")
+    parser.add_argument(
+        "--one-process-threads", type=int, default=0, help="threads of the one-process run (default: every core)"
+    )
     args = parser.parse_args()
 
     from infra.nats_server import NatsServer
@@ -162,8 +173,12 @@ def main() -> None:
             budget = thread_shares(settings, SERVICES)
             print("thread budget: " + ", ".join(f"{name} {n}" for name, n in budget.items()), flush=True)
 
-            one_wall, one_cpu, parts = run_one_process(image_bytes, params, args.jobs)
-            print(f"one process: {one_wall:.2f}s for {args.jobs} jobs ({one_cpu:.1f} CPU s)", flush=True)
+            one_threads = args.one_process_threads or cores
+            one_wall, one_cpu, parts = run_one_process(image_bytes, params, args.jobs, one_threads)
+            print(
+                f"one process ({one_threads} threads): {one_wall:.2f}s for {args.jobs} jobs ({one_cpu:.1f} CPU s)",
+                flush=True,
+            )
 
             pids = {name: stack.pid(name) for name in SERVICES}
             if isinstance(stack.nats, NatsServer) and stack.nats.pid is not None:

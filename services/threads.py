@@ -3,7 +3,7 @@
 A service alone on its host takes every core (``I2V_THREADS``, default all this process may run on).
 Services sharing one host (the embedded stack) split them instead: every library would otherwise start
 one thread per core in each process, and on a busy host torch's OpenMP threads wait on each other at
-every parallel region (measured on 2 shared cores: a 10-step denoise 5-9x slower with 2 threads than
+every parallel region (measured on 2 shared cores: a 10-step denoise 4-9x slower with 2 threads than
 with 1). The split gives the GPU-side stages the cores in proportion to their work on the tiny model
 on a CPU (denoise and VAE decode alike, encoding a fraction) and at least one thread each; ingest
 prepares one picture per job and takes one. ``I2V_THREADS_<SERVICE>`` sets one service's own.
