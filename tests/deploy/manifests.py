@@ -148,3 +148,74 @@ _DOCKER_ENV = re.compile(r"\b(I2V_[A-Z0-9_]+)=")
 
 def dockerfile_env_names() -> list[str]:
     return _DOCKER_ENV.findall((DEPLOY / "Dockerfile").read_text())
+
+
+_REQUIRED_VAR = re.compile(r"\$\{([A-Z0-9_]+):\?[^}]*\}")
+
+
+def compose_environment(compose_name: str) -> dict[str, str]:
+    """What one compose service's container reads: its ``environment`` (each ``${VAR:?}`` as a placeholder)
+    and a placeholder for each variable of its env_files."""
+    service = compose()["services"][compose_name]
+    env = {key: _REQUIRED_VAR.sub("placeholder", str(value)) for key, value in service.get("environment", {}).items()}
+    for file in service.get("env_file", []):
+        env |= dict.fromkeys(env_file_names_written(file), "placeholder")
+    return env
+
+
+def env_file_names_written(file: str) -> list[str]:
+    """The names in an env_file of compose.yaml: all from `i2v stack nats-auth` (one user's, or the route's)."""
+    assert file.startswith("secrets/nats/"), f"env_file {file}: only the files `i2v stack nats-auth` writes are read"
+    if file == "secrets/nats/route.env":
+        return ["NATS_ROUTE_USER", "NATS_ROUTE_PASSWORD"]
+    return ["I2V_NATS_USER", "I2V_NATS_PASSWORD"]
+
+
+def compose_clients() -> list[str]:
+    """Every compose service running the i2v image: the services, the gateways and `stack streams`."""
+    return [name for name, service in compose()["services"].items() if "I2V_IMAGE" in str(service.get("image", ""))]
+
+
+def generated_secrets() -> dict[str, list[str]]:
+    """Secret name -> the files kustomize makes it from."""
+    made = {}
+    for generator in kustomization()["secretGenerator"]:
+        sources = [entry.split("=", 1)[-1] for entry in generator.get("files", [])] + generator.get("envs", [])
+        made[generator["name"]] = sources
+    return made
+
+
+def k8s_environment(workload: Doc) -> dict[str, str]:
+    """What a workload's container reads: the ConfigMaps and Secrets of its envFrom (a Secret's values from
+    its *.env.example, or placeholders for the NATS files `i2v stack nats-auth` writes), then its env."""
+    config_maps = of_kind("ConfigMap")
+    made = generated_secrets()
+    env: dict[str, str] = {}
+    for source in container(workload).get("envFrom", []):
+        if "configMapRef" in source:
+            env |= config_maps[source["configMapRef"]["name"]]["data"]
+        for file in made.get(source.get("secretRef", {}).get("name", ""), []):
+            example = K8S / f"{file}.example"
+            if example.is_file():
+                lines = example.read_text().splitlines()
+                env |= dict(line.split("=", 1) for line in lines if line[:1].isalpha())
+            else:
+                env |= dict.fromkeys(("I2V_NATS_USER", "I2V_NATS_PASSWORD"), "placeholder")
+    env |= {item["name"]: item["value"] for item in container(workload).get("env", []) if "value" in item}
+    return env
+
+
+def k8s_clients() -> dict[str, Doc]:
+    """Every workload running the i2v image (the Deployments and the streams Job), by name."""
+    return {
+        doc["metadata"]["name"]: doc
+        for _, doc in k8s_documents()
+        if doc["kind"] in ("Deployment", "Job") and container(doc)["image"] == "i2v"
+    }
+
+
+def cpu_request(workload: Doc) -> int:
+    """The whole CPUs a workload's container requests (a fraction fails: a thread budget is whole)."""
+    cpu = str(container(workload)["resources"]["requests"]["cpu"])
+    assert cpu.isdigit(), f"{workload['metadata']['name']}: CPU request {cpu} is not a whole number of CPUs"
+    return int(cpu)

@@ -6,9 +6,12 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from services.bus.connection import nats_servers
+from services.bus.streams import EVENTS
 from services.cli.main import SERVICE_NAMES
 from services.config import settings_from
 from services.stack.nats_auth import ADMIN, write_nats_auth
+from services.threads import ONE_THREAD, SHARE_WEIGHTS, service_threads
 from tests.deploy.manifests import (
     COMPOSE,
     DEPLOY,
@@ -17,8 +20,11 @@ from tests.deploy.manifests import (
     SECRET_SETTINGS,
     SETTING_NAMES,
     compose,
+    compose_clients,
     compose_env_names,
+    compose_environment,
     compose_services_serving,
+    cpu_request,
     dockerfile_env_names,
     env_file_names,
     of_kind,
@@ -53,16 +59,14 @@ def test_nats_is_a_three_node_jetstream_cluster_of_the_tested_version() -> None:
     nodes = _nats_nodes()
     assert sorted(nodes) == ["nats-1", "nats-2", "nats-3"]
     conf = (DEPLOY / "nats" / "nats.conf").read_text()
-    routes = re.findall(r"nats://([a-z0-9-]+):6222", conf)
-    assert sorted(routes) == sorted(nodes)
     assert "server_name: $SERVER_NAME" in conf and "jetstream" in conf
     assert "include ./auth/nats-auth.conf" in conf
     for name, node in nodes.items():
         assert node["image"] == f"nats:{_pinned_nats_server()}-alpine", name
         assert node["environment"]["SERVER_NAME"] == name == node["hostname"]
-        assert "nats" in node["networks"]["default"]["aliases"], f"{name} must answer nats://nats:4222"
         targets = [v.split(":")[1] for v in node["volumes"]]
         assert "/data" in targets and "/etc/nats/auth/nats-auth.conf" in targets, name
+    # Routes, fsync and the route login: tests/deploy/test_nats.py runs this configuration.
     # Kubernetes runs the same version.
     assert container_image("nats") == f"nats:{_pinned_nats_server()}-alpine"
 
@@ -175,3 +179,56 @@ def test_both_gateways_share_one_jobs_index_in_postgresql() -> None:
         env = {key: _REQUIRED_VAR.sub("placeholder", str(value)) for key, value in _settings_of(name).items()}
         index = settings_from(env).resolved_index_dsn()
         assert index.startswith("postgresql://") and "@postgres:" in index, f"{name}: jobs index {index}"
+
+
+def _client_port() -> int:
+    port = re.search(r"^port: (\d+)$", (DEPLOY / "nats" / "nats.conf").read_text(), re.MULTILINE)
+    assert port, "nats.conf sets no client port"
+    return int(port.group(1))
+
+
+def test_every_client_lists_every_nats_node_and_keeps_streams_on_all() -> None:
+    nodes = _nats_nodes()
+    every_node = [f"nats://{node['hostname']}:{_client_port()}" for node in nodes.values()]
+    clients = compose_clients()
+    assert "streams" in clients and len(clients) == len(SERVICE_NAMES) + 2  # two gateways, `stack streams`
+    for name in clients:
+        settings = settings_from(compose_environment(name))
+        assert nats_servers(settings.nats_url) == every_node, f"{name}: I2V_NATS_URL {settings.nats_url}"
+        # Every process checks the streams' replicas at start: one count for all, one copy per node.
+        assert settings.stream_replicas == len(nodes), f"{name}: I2V_STREAM_REPLICAS {settings.stream_replicas}"
+
+
+def test_each_compute_stage_has_the_thread_budget_of_its_kubernetes_cpu_request() -> None:
+    budgeted = set(SHARE_WEIGHTS) | ONE_THREAD
+    assert budgeted <= set(SERVICE_NAMES)
+    deployments = service_deployments()
+    for service, compose_names in compose_services_serving().items():
+        for name in compose_names:
+            env = compose_environment(name)
+            if service not in budgeted:
+                assert "I2V_THREADS" not in env, f"{name} runs no compute pool: nothing reads I2V_THREADS"
+                continue
+            cpu = cpu_request(deployments[service])
+            assert "I2V_THREADS" in env, f"{name} would start a thread per core of the host"
+            assert service_threads(settings_from(env), service) == cpu, f"{name}: I2V_THREADS {env['I2V_THREADS']}"
+
+
+def test_webhooks_go_to_public_addresses_and_are_retried_within_the_events_kept() -> None:
+    readers = [*compose_services_serving()["webhooks"], *compose_services_serving()["gateway"]]
+    for name in readers:
+        settings = settings_from(compose_environment(name))
+        assert settings.webhook_allow_private is False, f"{name} would send webhooks into the private network"
+    (webhooks,) = compose_services_serving()["webhooks"]
+    settings = settings_from(compose_environment(webhooks))
+    assert EVENTS.max_age is not None and settings.webhook_retry_hours * 3600 < EVENTS.max_age
+    assert settings.resolved_ledger_dsn().startswith("postgresql://"), "the secrets and delivery log are in the ledger"
+
+
+def test_every_process_serves_health_and_metrics_where_its_healthcheck_asks() -> None:
+    for compose_names in compose_services_serving().values():
+        for name in compose_names:
+            settings = settings_from(compose_environment(name))
+            assert settings.metrics_port is not None and settings.metrics_host == "0.0.0.0", name
+            probe = " ".join(compose()["services"][name]["healthcheck"]["test"])
+            assert f"http://127.0.0.1:{settings.metrics_port}/readyz" in probe, f"{name}: {probe}"

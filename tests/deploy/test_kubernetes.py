@@ -11,9 +11,12 @@ import pytest
 
 from contracts.stages import Stage
 from contracts.subjects import WORK_STREAM, durable_name
+from services.bus.connection import nats_servers
+from services.bus.streams import EVENTS
 from services.cli.main import SERVICE_NAMES
 from services.config import settings_from
 from services.stack.nats_auth import ADMIN, USERS, write_nats_auth
+from services.threads import ONE_THREAD, SHARE_WEIGHTS, service_threads
 from tests.deploy.manifests import (
     EVERYONE,
     K8S,
@@ -22,9 +25,12 @@ from tests.deploy.manifests import (
     SETTING_NAMES,
     Doc,
     container,
+    cpu_request,
     env_file_names,
+    k8s_clients,
     k8s_documents,
     k8s_env_names,
+    k8s_environment,
     k8s_files,
     kustomization,
     of_kind,
@@ -257,6 +263,8 @@ def test_probes_ask_the_health_endpoints_on_the_metrics_port() -> None:
     port = int(config["I2V_METRICS_PORT"])
     assert config["I2V_METRICS_HOST"] == "0.0.0.0", "the kubelet probes the pod's address, not its loopback"
     for name, deployment in service_deployments().items():
+        settings = settings_from(k8s_environment(deployment))
+        assert (settings.metrics_port, settings.metrics_host) == (port, "0.0.0.0"), f"{name} serves no probes"
         main = container(deployment)
         ports = {p["name"]: p["containerPort"] for p in main["ports"]}
         assert ports[METRICS_PORT_NAME] == port, name
@@ -310,17 +318,13 @@ def test_nats_is_three_routed_jetstream_servers_with_their_own_volumes() -> None
     replicas = nats["spec"]["replicas"]
     assert replicas == 3
     conf = of_kind("ConfigMap")["nats-config"]["data"]["nats.conf"]
-    headless = nats["spec"]["serviceName"]
-    for ordinal in range(replicas):
-        assert f"nats://nats-{ordinal}.{headless}:6222" in conf
+    # Routes, fsync and the route login: tests/deploy/test_nats.py runs this configuration.
     assert "jetstream" in conf and "store_dir: /data/jetstream" in conf
     assert "include ./auth/nats-auth.conf" in conf
     (claim,) = nats["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in container(nats)["volumeMounts"]}
     assert mounts[claim["metadata"]["name"]] == "/data"
     assert mounts["auth"] == "/etc/nats/auth"
-    client_url = of_kind("ConfigMap")["i2v-config"]["data"]["I2V_NATS_URL"]
-    assert client_url == "nats://nats:4222" and "nats" in of_kind("Service")
 
 
 def test_only_nats_servers_reach_the_route_port_and_only_i2v_pods_the_client_port() -> None:
@@ -348,3 +352,53 @@ def test_the_gateways_share_one_jobs_index_in_postgresql() -> None:
                 env |= dict(line.split("=", 1) for line in example.read_text().splitlines() if line[:1].isalpha())
     env |= {item["name"]: item["value"] for item in container(gateway)["env"]}
     assert settings_from(env).resolved_index_dsn().startswith("postgresql://"), "each gateway would index alone"
+
+
+def _client_port(nats: Doc) -> int:
+    (port,) = [p["containerPort"] for p in container(nats)["ports"] if p["name"] == "client"]
+    conf = of_kind("ConfigMap")["nats-config"]["data"]["nats.conf"]
+    assert f"\nport: {port}\n" in f"\n{conf}", "the client port the pods expose is not the one the servers use"
+    return int(port)
+
+
+def test_every_client_lists_every_nats_pod_and_keeps_streams_on_all() -> None:
+    nats = of_kind("StatefulSet")["nats"]
+    replicas = nats["spec"]["replicas"]
+    name, headless = nats["metadata"]["name"], nats["spec"]["serviceName"]
+    every_pod = [f"nats://{name}-{ordinal}.{headless}:{_client_port(nats)}" for ordinal in range(replicas)]
+    clients = k8s_clients()
+    assert "declare-streams" in clients and len(clients) == len(SERVICE_NAMES) + 1
+    for workload, doc in clients.items():
+        settings = settings_from(k8s_environment(doc))
+        assert nats_servers(settings.nats_url) == every_pod, f"{workload}: I2V_NATS_URL {settings.nats_url}"
+        # Every process checks the streams' replicas at start: one count for all, one copy per server.
+        assert settings.stream_replicas == replicas, f"{workload}: I2V_STREAM_REPLICAS {settings.stream_replicas}"
+
+
+def test_each_compute_stage_has_as_many_threads_as_cpus_it_requests() -> None:
+    budgeted = set(SHARE_WEIGHTS) | ONE_THREAD
+    assert budgeted <= set(SERVICE_NAMES)
+    for service, deployment in service_deployments().items():
+        env = k8s_environment(deployment)
+        if service not in budgeted:
+            assert "I2V_THREADS" not in env, f"{service} runs no compute pool: nothing reads I2V_THREADS"
+            continue
+        # Without it a pod takes a thread per core of its node, however few it requested.
+        assert "I2V_THREADS" in env, f"{service} has no I2V_THREADS"
+        threads = service_threads(settings_from(env), service)
+        assert threads == cpu_request(deployment), (
+            f"{service}: {threads} threads, CPU request {cpu_request(deployment)}"
+        )
+
+
+def test_webhooks_go_to_public_addresses_and_are_retried_within_the_events_kept() -> None:
+    deployments = service_deployments()
+    for service in ("webhooks", "gateway"):
+        settings = settings_from(k8s_environment(deployments[service]))
+        assert settings.webhook_allow_private is False, f"{service} would send webhooks into the private network"
+    webhooks = deployments["webhooks"]
+    settings = settings_from(k8s_environment(webhooks))
+    assert EVENTS.max_age is not None and settings.webhook_retry_hours * 3600 < EVENTS.max_age
+    assert settings.resolved_ledger_dsn().startswith("postgresql://"), "the secrets and delivery log are in the ledger"
+    # A POST in flight may finish before the pod is killed.
+    assert pod_spec(webhooks)["terminationGracePeriodSeconds"] > settings.webhook_timeout_s
