@@ -22,6 +22,7 @@ from services.bus.streams import ensure_streams
 from services.config import Settings
 from services.gateway.auth import TokenSigner
 from services.gateway.errors import ApiError
+from services.gateway.eta import Estimator, WorkQueues
 from services.gateway.events import EventHub, Frame
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
@@ -126,6 +127,8 @@ class Gateway:
     client: JobClient | None = None
     hub: EventHub | None = None
     writer: IndexWriter | None = None
+    estimator: Estimator | None = None
+    """Queue positions and ETAs (services/gateway/eta.py); learns stage times from the live feed."""
     replaying: set[str] = field(default_factory=set)
     """Jobs with a replay under way in this process."""
     decodes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
@@ -166,10 +169,17 @@ async def connect(gateway: Gateway) -> None:
     # A fresh NATS with an old index would start past the stream's end and miss everything.
     start = checkpoint if checkpoint <= info.state.last_seq else 0
     writer.folded_sequence = start
-    hub = EventHub(js, sink=writer.offer)
+    index = gateway.index
+    estimator = Estimator(WorkQueues(js), lambda job_id: view.params if (view := index.get(job_id)) else None)
+
+    def sink(item: Frame) -> None:
+        writer.offer(item)
+        estimator.offer(item)
+
+    hub = EventHub(js, sink=sink)
     writer.start()
     await hub.start(after_sequence=start)
-    gateway.writer, gateway.hub = writer, hub
+    gateway.writer, gateway.hub, gateway.estimator = writer, hub, estimator
     log.info("gateway connected to %s; jobs index from sequence %d", settings.nats_url, start + 1)
 
 
@@ -182,4 +192,4 @@ async def disconnect(gateway: Gateway) -> None:
     if gateway.nc is not None:
         with contextlib.suppress(Exception):
             await gateway.nc.drain()
-    gateway.hub = gateway.writer = gateway.client = gateway.nc = None
+    gateway.hub = gateway.writer = gateway.client = gateway.nc = gateway.estimator = None

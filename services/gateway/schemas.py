@@ -8,6 +8,7 @@ from contracts.params import GenerationParams
 from contracts.stages import Stage
 from pipeline.camera import parse_motion_prompt
 from services.gateway.auth import LINK_RESOURCE
+from services.gateway.eta import Standing
 from services.gateway.progress import JobError, JobOutput, JobStatus, JobView
 
 
@@ -51,6 +52,12 @@ class JobResource(BaseModel):
     parameters: GenerationParams
     camera: CameraResource
     timings: dict[Stage, float] = Field(description="seconds per finished stage")
+    queue_position: int | None = Field(
+        None, description="commands ahead of this job in the stage it waits for; null while running or ended"
+    )
+    eta_s: float | None = Field(
+        None, description="about how many seconds until the job ends, from measured stage times; null when unknown"
+    )
     error: JobError | None = None
     cancel_requested: bool = False
     deleted: bool = False
@@ -59,7 +66,8 @@ class JobResource(BaseModel):
     links: JobLinks
 
     @classmethod
-    def of(cls, view: JobView) -> "JobResource":
+    def of(cls, view: JobView, standing: Standing | None = None) -> "JobResource":
+        standing = standing or Standing()
         return cls(
             id=view.job_id,
             status=view.status,
@@ -73,6 +81,8 @@ class JobResource(BaseModel):
             parameters=view.params,
             camera=CameraResource.of(view.params.motion_prompt),
             timings=view.timings,
+            queue_position=standing.queue_position,
+            eta_s=standing.eta_s,
             error=view.error,
             cancel_requested=view.cancel_requested,
             deleted=view.deleted,

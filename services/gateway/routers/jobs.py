@@ -182,9 +182,12 @@ async def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobResource)
-async def get_job(view: OwnJob) -> JobResource:
-    """Status, overall progress 0-100, per-stage timings, price, seed, parameters and error."""
-    return JobResource.of(view)
+async def get_job(view: OwnJob, gateway: GatewayDep) -> JobResource:
+    """Status, overall progress 0-100, per-stage timings, price, seed, parameters and error; while the job
+    is in flight, its place in line (``queue_position``) and about how long until it ends (``eta_s``)."""
+    if view.terminal or gateway.estimator is None:
+        return JobResource.of(view)
+    return JobResource.of(view, await gateway.estimator.standing(view))
 
 
 @router.get(
