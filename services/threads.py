@@ -6,7 +6,8 @@ one thread per core in each process, and on a busy host torch's OpenMP threads w
 every parallel region (measured on 2 shared cores: a 10-step denoise 4-9x slower with 2 threads than
 with 1). The split gives the GPU-side stages the cores in proportion to their work on the tiny model
 on a CPU (denoise and VAE decode alike, encoding a fraction) and at least one thread each; ingest
-prepares one picture per job and takes one. ``I2V_THREADS_<SERVICE>`` sets one service's own.
+prepares one picture per job and takes one. ``I2V_THREADS_<SERVICE>`` sets one service's own. A service
+run as several processes (replicas) splits its share among them: they do the same work per job as one.
 """
 
 import logging
@@ -50,6 +51,16 @@ def split_cores(cores: int, services: Iterable[str]) -> dict[str, int]:
             split[name] += 1
         shares.update(split)
     return {name: shares[name] for name in names if name in shares}
+
+
+def split_among(threads: int, replicas: int) -> list[int]:
+    """A service's ``threads`` split among its ``replicas`` processes on one host: equal parts, the first
+    ones taking what does not divide, and never under 1 (a replica has its one thread even when the
+    service's share is smaller than its processes: it then waits on the others for a core)."""
+    if threads < 1 or replicas < 1:
+        raise ValueError(f"threads and replicas must be at least 1, got {threads} and {replicas}")
+    part, left = divmod(threads, replicas)
+    return [max(1, part + (1 if n < left else 0)) for n in range(replicas)]
 
 
 def service_threads(settings: Settings, service: str) -> int:

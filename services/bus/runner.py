@@ -129,6 +129,8 @@ class StageRunner:
                     await self._publisher.publish(JobCancelled(job=job, stage=self.stage))
                     await delivery.ack()
                     return
+                # Which process took it: with replicas each has its own log.
+                log.info("%s: job %s attempt %d started", self.stage, job.job_id, attempt)
                 await self._publisher.publish(
                     StageStarted(job_id=job.job_id, stage=self.stage, generation=job.generation, attempt=attempt)
                 )

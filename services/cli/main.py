@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="gateway processes, each on a port of its own; more than one needs a PostgreSQL jobs index they "
         "share (I2V_LEDGER_DSN or I2V_INDEX_DSN=postgresql://...)",
     )
+    up.add_argument(
+        "--replicas",
+        type=_replicas,
+        default={},
+        metavar="SERVICE=N[,SERVICE=N]",
+        help="processes of a service sharing its work, each command to one of them (e.g. latent=2,decode=2); "
+        "they split the service's threads",
+    )
     nats_auth = stack_sub.add_parser(
         "nats-auth",
         help="users, passwords and permissions for a nats-server of your own (production)",
@@ -232,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _nats_auth(args.dir, args.rotate)
             if args.stack_command == "streams":
                 return _declare_streams()
-            return _stack_up(args.state_dir, nats_nodes=args.nats_nodes, gateways=args.gateways)
+            return _stack_up(args.state_dir, nats_nodes=args.nats_nodes, gateways=args.gateways, replicas=args.replicas)
         if args.command == "accounts":
             return _accounts(args)
         if args.command in ("jobs", "dlq"):
@@ -349,7 +357,18 @@ def _nats_nodes(text: str) -> int:
     return nodes
 
 
-def _stack_up(state_dir: Path | None, *, nats_nodes: int = 1, gateways: int = 1) -> int:
+def _replicas(text: str) -> dict[str, int]:
+    from services.stack.embedded import parse_replicas
+
+    try:
+        return parse_replicas(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _stack_up(
+    state_dir: Path | None, *, nats_nodes: int = 1, gateways: int = 1, replicas: dict[str, int] | None = None
+) -> int:
     from services.cli.settings import state_folder
     from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
     from services.stack.state_file import public_settings, stack_file
@@ -369,6 +388,7 @@ def _stack_up(state_dir: Path | None, *, nats_nodes: int = 1, gateways: int = 1)
         services=WITH_GATEWAY,
         nats_nodes=nats_nodes,
         gateways=gateways,
+        replicas=replicas or {},
         say=lambda line: print(line, flush=True),
     )
     try:

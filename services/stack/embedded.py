@@ -15,6 +15,11 @@ the stack itself declares the streams as ``admin`` before any service starts. Th
 first start into the state folder (services/stack/credentials.py); the file of ``i2v`` commands holds
 the client's only.
 
+``replicas`` runs more than one process of a service (``latent-2``, ``latent-3``...; the gateway's count is
+``gateways``): each its own log, ready file and metrics port, restarted on its own, all of them pulling from
+the service's durable consumers, so that JetStream hands each command to one of them. They split the
+service's thread budget (services/threads.py).
+
 ``nats_nodes`` above one runs a nats-server cluster instead (infra/nats_cluster.py): every stream and the
 cancel bucket on three of its nodes (``I2V_STREAM_REPLICAS``), every client given all the nodes' URLs in
 ``I2V_NATS_URL``, and a node that dies restarted by :meth:`EmbeddedStack.supervise` like a service.
@@ -47,7 +52,7 @@ from services.objectstore import object_store_from
 from services.stack.credentials import NatsLogin, nats_logins
 from services.stack.nats_auth import ADMIN, CLIENT, ROUTE, USERS, authorization_block
 from services.stack.state_file import remove_stack_file, write_stack_file
-from services.threads import shared_host_env
+from services.threads import shared_host_env, split_among
 
 log = logging.getLogger("i2v.stack")
 
@@ -56,6 +61,8 @@ WITH_WEBHOOKS = (*SERVICES, "webhooks")
 """The pipeline and the webhooks service, which POSTs jobs' events to the URLs their submitters gave."""
 WITH_GATEWAY = (*WITH_WEBHOOKS, "gateway")
 """What ``i2v stack up`` runs: the pipeline and the HTTP gateway in front of it."""
+REPLICABLE = WITH_WEBHOOKS
+"""Services that may run several processes (``replicas``): they only pull from durable consumers."""
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -102,6 +109,8 @@ class EmbeddedStack:
     """Gateway processes when ``services`` has the gateway; more than one needs a PostgreSQL jobs index."""
     gateway_ports: list[int] = field(default_factory=list)
     """Every gateway's port, :attr:`gateway_port` first."""
+    replicas: Mapping[str, int] = field(default_factory=dict)
+    """Processes of each service named (``{"latent": 2}``: latent and latent-2); 1 for the others."""
     metrics_ports: dict[str, int] = field(default_factory=dict)
     """Each child's /healthz, /readyz and /metrics port, chosen at start and kept across its restarts."""
     _children: dict[str, _Child] = field(default_factory=dict)
@@ -121,6 +130,7 @@ class EmbeddedStack:
 
     def start(self, timeout: float = 180.0) -> None:
         self._check_gateways()
+        check_replicas(self.replicas, self.services)
         self.state_dir = self.state_dir.resolve()
         # Data, logs, ledger and credentials: the owner's only.
         private_dir(self.state_dir)
@@ -153,7 +163,7 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
-        self.say(f"stack ready in {time.perf_counter() - t0:.1f}s: {', '.join(self.services)}")
+        self.say(f"stack ready in {time.perf_counter() - t0:.1f}s: {', '.join(self._child_names())}")
 
     def stop(self) -> None:
         if self._wrote_stack_file:
@@ -218,9 +228,12 @@ class EmbeddedStack:
         return [f"http://{LOOPBACK}:{port}" for port in self.gateway_ports]
 
     def _child_names(self) -> list[str]:
-        """One child per service; the gateway's second and later processes are gateway-2, gateway-3..."""
-        extra = [f"gateway-{n}" for n in range(2, self.gateways + 1)] if "gateway" in self.services else []
-        return [*self.services, *extra]
+        """Each service's processes in turn: the service's name, then its second and later ones as
+        latent-2, latent-3... (the gateway's too: gateway-2)."""
+        return [name for service in self.services for name in _replica_names(service, self._processes(service))]
+
+    def _processes(self, service: str) -> int:
+        return self.gateways if service == "gateway" else self.replicas.get(service, 1)
 
     def _check_gateways(self) -> None:
         """Refuse in one line gateways that could not share their jobs index (a SQLite file serves one)."""
@@ -306,19 +319,24 @@ class EmbeddedStack:
         logs.mkdir(parents=True, exist_ok=True)
         # Exactly the stack's I2V_* settings: none inherited past env(), which already took the shell's.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
+        service, replica = _service_of(name), _replica_of(name)
         env = {
             **inherited,
             **self._env(),
-            **self._nats_login(_service_of(name)),
+            **self._nats_login(service),
             "I2V_READY_FILE": str(ready),
             "I2V_LOG_FILE": str(self.log_path(name)),
             "I2V_METRICS_PORT": str(self.metrics_ports[name]),
         }
-        if name.startswith("gateway-"):
-            env["I2V_GATEWAY_PORT"] = str(self.gateway_ports[int(name.removeprefix("gateway-")) - 1])
+        if service == "gateway":
+            env["I2V_GATEWAY_PORT"] = str(self.gateway_ports[replica])
+        budget = f"I2V_THREADS_{service.upper()}"
+        if budget in env and self._processes(service) > 1:
+            # The replicas share the service's threads: on one host more processes bring no more cores.
+            env[budget] = str(split_among(int(env[budget]), self._processes(service))[replica])
         with (logs / f"{name}.log").open("ab") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.cli.main", "serve", _service_of(name)],
+                [sys.executable, "-m", "services.cli.main", "serve", service],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -401,9 +419,49 @@ def _in_own_loop(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
         raise failure[0]
 
 
+def parse_replicas(text: str) -> dict[str, int]:
+    """``latent=2,decode=2`` as ``{"latent": 2, "decode": 2}``; a ValueError of one line names what is wrong."""
+    replicas: dict[str, int] = {}
+    for item in text.split(","):
+        name, equals, count = (part.strip() for part in item.partition("="))
+        if not name or not equals:
+            raise ValueError(f"{item.strip()!r}: give SERVICE=N, e.g. latent=2")
+        if name in replicas:
+            raise ValueError(f"{name} given twice")
+        try:
+            replicas[name] = int(count)
+        except ValueError:
+            raise ValueError(f"{item.strip()!r}: N must be a whole number, e.g. {name}=2") from None
+    check_replicas(replicas, REPLICABLE)
+    return replicas
+
+
+def check_replicas(replicas: Mapping[str, int], services: tuple[str, ...]) -> None:
+    """Refuse in one line a service that cannot have replicas, or is not run, or fewer than one process."""
+    for name, count in replicas.items():
+        if name == "gateway":
+            raise ValueError("the gateway's processes are counted by --gateways, not replicas")
+        if name not in REPLICABLE:
+            raise ValueError(f"no service {name!r} to replicate (services: {', '.join(REPLICABLE)})")
+        if count < 1:
+            raise ValueError(f"{name} needs at least 1 process, got {count}")
+        if name not in services and count > 1:
+            raise ValueError(f"{count} replicas of {name} asked of a stack that runs no {name}")
+
+
+def _replica_names(service: str, processes: int) -> list[str]:
+    return [service, *(f"{service}-{n}" for n in range(2, processes + 1))]
+
+
 def _service_of(child: str) -> str:
-    """The service a child runs: gateway-2 is a gateway."""
+    """The service a child runs: latent-2 is a latent."""
     return child.partition("-")[0]
+
+
+def _replica_of(child: str) -> int:
+    """The child's place among its service's processes, from 0: latent is 0, latent-2 is 1."""
+    number = child.partition("-")[2]
+    return int(number) - 1 if number else 0
 
 
 def _tail(path: Path, lines: int = 15) -> str:
