@@ -233,7 +233,7 @@ class StageRunner:
                 step=step,
                 total=total,
             )
-            _call_in_loop(loop, context, self._publisher.publish(event)).result(timeout=30)
+            call_in_loop(loop, context, self._publisher.publish(event)).result(timeout=30)
 
         return progress
 
@@ -302,7 +302,7 @@ async def _quietly(settling: Coroutine[Any, Any, None], what: str) -> None:
         log.exception("%s failed; the message will be redelivered after its ack deadline", what)
 
 
-def _call_in_loop(
+def call_in_loop(
     loop: asyncio.AbstractEventLoop, context: contextvars.Context, coro: Coroutine[Any, Any, None]
 ) -> concurrent.futures.Future[None]:
     """Schedule ``coro`` on ``loop`` from another thread inside ``context``; return a concurrent future."""

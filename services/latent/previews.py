@@ -10,6 +10,7 @@ denoising. A preview that cannot be stored or announced is logged and forgotten:
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from contracts.messages import JobSpec, StagePreview
 from contracts.stages import Stage
 from infra.objectstore import ObjectStore
 from services.bus.ports import Publisher
+from services.bus.runner import call_in_loop
 
 if TYPE_CHECKING:  # torch is imported when a denoising starts, not when the service's app is built
     import torch
@@ -35,11 +37,13 @@ _PUBLISH_TIMEOUT_S = 30.0
 
 
 def announce_from_threads(publisher: Publisher) -> Announce:
-    """An :data:`Announce` that publishes on the running event loop (call it from the loop's thread)."""
+    """An :data:`Announce` that publishes on the running event loop (call it from the loop's thread, in
+    the job's handler: its context, and so the job's trace, goes with every preview event)."""
     loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
 
     def announce(event: StagePreview) -> None:
-        asyncio.run_coroutine_threadsafe(publisher.publish(event), loop).result(timeout=_PUBLISH_TIMEOUT_S)
+        call_in_loop(loop, context, publisher.publish(event)).result(timeout=_PUBLISH_TIMEOUT_S)
 
     return announce
 
