@@ -33,6 +33,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
+import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
@@ -176,7 +177,11 @@ class WorkQueues:
         line = self._lines[stage]
         async with line.lock:
             if time.monotonic() - line.read_at >= self._cache_s:
-                await self._refresh(stage, line)
+                try:
+                    await self._refresh(stage, line)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    # A place in line is a courtesy: the job resource is answered with the last line read.
+                    log.warning("could not read the %s line of the work stream: %r", stage, exc)
                 line.read_at = time.monotonic()
             return sorted(line.commands.values(), key=_seq)
 

@@ -170,7 +170,10 @@ async def connect(gateway: Gateway) -> None:
     start = checkpoint if checkpoint <= info.state.last_seq else 0
     writer.folded_sequence = start
     index = gateway.index
-    estimator = Estimator(WorkQueues(js), lambda job_id: view.params if (view := index.get(job_id)) else None)
+    # A short timeout: a GET of a job waits on these reads.
+    estimator = Estimator(
+        WorkQueues(nc.jetstream(timeout=2.0)), lambda job_id: view.params if (view := index.get(job_id)) else None
+    )
 
     def sink(item: Frame) -> None:
         writer.offer(item)

@@ -104,6 +104,15 @@ def _watch_cancels() -> list[str]:
     ]
 
 
+def _read_work_lines() -> list[str]:
+    """Read each stage's line of commands without taking any (queue positions, services/gateway/eta.py):
+    the stage durables' counters and single messages of the work stream; no consumer, no fetch."""
+    return [
+        *(f"{_API}.CONSUMER.INFO.{WORK_STREAM}.{durable_name(stage)}" for stage in PIPELINE_ORDER),
+        f"{_API}.STREAM.MSG.GET.{WORK_STREAM}",
+    ]
+
+
 _STAGE_EVENTS = "i2v.events.*.stage"
 _TERMINAL_EVENTS = "i2v.events.*.terminal"
 
@@ -142,6 +151,7 @@ def _front_door(user: str, *, dead_letters: bool) -> Permissions:
         *_ordered(EVENTS_STREAM),
         f"{_API}.STREAM.MSG.GET.{EVENTS_STREAM}",
         f"{_API}.DIRECT.GET.{EVENTS_STREAM}.>",
+        *_read_work_lines(),
         work_subject(Stage.INGEST),
         work_subject(Stage.BILLING),  # a replay: billing reserves again before anything runs
         _STAGE_EVENTS,  # CancelRequested, ReplayRequested
