@@ -37,7 +37,8 @@ _SCHEMA = (
         status TEXT NOT NULL,
         deleted INTEGER NOT NULL DEFAULT 0,
         view TEXT NOT NULL,
-        last_sequence BIGINT NOT NULL DEFAULT 0
+        last_sequence BIGINT NOT NULL DEFAULT 0,
+        batch_id TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS jobs_by_account ON jobs (account, job_id)",
     "CREATE TABLE IF NOT EXISTS checkpoint (id INTEGER PRIMARY KEY CHECK (id = 1), sequence BIGINT NOT NULL)",
@@ -50,6 +51,8 @@ _SCHEMA = (
         PRIMARY KEY (account, key)
     )""",
 )
+_BATCH_INDEX = "CREATE INDEX IF NOT EXISTS jobs_by_batch ON jobs (batch_id)"
+"""After the column: an index from before batches gains it first."""
 _SQLITE_TYPES = {"seconds": "REAL"}
 _POSTGRES_TYPES = {"seconds": "DOUBLE PRECISION"}  # PostgreSQL's REAL is 4 bytes: whole minutes off
 
@@ -116,6 +119,9 @@ class _SqliteBackend:
             if not any(column[1] == "last_sequence" for column in run("PRAGMA table_info(jobs)", ())):
                 run("ALTER TABLE jobs ADD COLUMN last_sequence BIGINT NOT NULL DEFAULT 0", ())
                 run("UPDATE jobs SET last_sequence = COALESCE(json_extract(view, '$.last_sequence'), 0)", ())
+            if not any(column[1] == "batch_id" for column in run("PRAGMA table_info(jobs)", ())):
+                run("ALTER TABLE jobs ADD COLUMN batch_id TEXT", ())
+            run(_BATCH_INDEX, ())
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -175,6 +181,8 @@ class _PostgresBackend:
             self.serialize(run, "i2v.gateway.jobs_index.schema")
             for statement in _SCHEMA:
                 run(statement.format(**_POSTGRES_TYPES), ())
+            run("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch_id TEXT", ())
+            run(_BATCH_INDEX, ())
 
     @contextmanager
     def transaction(self, write: bool) -> Iterator[Run]:
@@ -260,6 +268,47 @@ class JobsIndex:
                     (view.account, idempotency.key, idempotency.fingerprint, view.job_id, now),
                 )
             return None
+
+    def add_batch_if_room(
+        self,
+        views: Sequence[JobView],
+        max_active: int,
+        idempotency: Idempotency | None = None,
+        now: float | None = None,
+    ) -> int | None:
+        """Record all of a batch's jobs (one account's), or none: as :meth:`add_if_room`, refused unless
+        every one of them fits under ``max_active``. The idempotency key names the first job."""
+        now = time.time() if now is None else now
+        account = views[0].account
+        with self._backend.transaction(write=True) as run:
+            self._backend.serialize(run, f"i2v.gateway.jobs:{account}")
+            if idempotency is not None:
+                run(
+                    "DELETE FROM idempotency WHERE account = ? AND created_at < ?",
+                    (account, now - IDEMPOTENCY_WINDOW_S),
+                )
+                used = _idempotent(run, account, idempotency.key)
+                if used is not None:
+                    raise IdempotencyKeyUsedError(*used)
+            active = _active(run, account)
+            if active + len(views) > max_active:
+                return active
+            for view in views:
+                _store(run, view)
+            if idempotency is not None:
+                run(
+                    "INSERT INTO idempotency (account, key, fingerprint, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (account, idempotency.key, idempotency.fingerprint, views[0].job_id, now),
+                )
+            return None
+
+    def batch(self, account: str, batch_id: str) -> list[JobView]:
+        """The account's jobs of the batch, in the order they were made (seed order); none when not its."""
+        with self._backend.transaction(write=False) as run:
+            rows = run(
+                "SELECT view, deleted FROM jobs WHERE batch_id = ? AND account = ? ORDER BY job_id", (batch_id, account)
+            )
+        return [_view(r) for r in rows]
 
     def idempotent(self, account: str, key: str, now: float | None = None) -> tuple[str, str] | None:
         """The job and body fingerprint ``key`` stands for, if the account used it within the window."""
@@ -372,7 +421,8 @@ def _store(run: Run, view: JobView) -> None:
     """Insert the job, or replace its row if ``view`` is of a later sequence (never ``deleted``: see
     :meth:`JobsIndex.mark_deleted`)."""
     run(
-        "INSERT INTO jobs (job_id, account, status, deleted, view, last_sequence) VALUES (?, ?, ?, ?, ?, ?)"
+        "INSERT INTO jobs (job_id, account, status, deleted, view, last_sequence, batch_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (job_id) DO UPDATE SET status = excluded.status, view = excluded.view,"
         " last_sequence = excluded.last_sequence WHERE excluded.last_sequence > jobs.last_sequence",
         (
@@ -382,5 +432,6 @@ def _store(run: Run, view: JobView) -> None:
             int(view.deleted),
             _VIEW.dump_json(view).decode(),
             view.last_sequence,
+            view.batch_id,
         ),
     )

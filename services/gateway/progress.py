@@ -141,6 +141,8 @@ class JobView:
     poster: ObjectRef | None = None
     output: JobOutput | None = None
     deleted: bool = False
+    batch_id: str | None = None
+    """The batch of ``variations`` it was submitted in (see :mod:`services.gateway.submission`); None alone."""
 
     @classmethod
     def submitted(cls, spec: JobSpec, price: int = 0) -> "JobView":

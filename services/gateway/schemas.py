@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.params import GenerationParams
 from contracts.stages import Stage
@@ -64,6 +64,7 @@ class JobResource(BaseModel):
     output: JobOutput | None = None
     created_at: datetime
     links: JobLinks
+    batch_id: str | None = Field(None, description="the batch of `variations` it was submitted in; null alone")
 
     @classmethod
     def of(cls, view: JobView, standing: Standing | None = None) -> "JobResource":
@@ -89,7 +90,43 @@ class JobResource(BaseModel):
             output=view.output,
             created_at=view.created_at,
             links=JobLinks.of(view.job_id),
+            batch_id=view.batch_id,
         )
+
+
+_BATCH_EXAMPLE: dict[str, JsonValue] = {
+    "id": "b0192a6f0c2e1a8b3c4d5",
+    "jobs": [],
+    "links": {"self": "/v1/batches/b0192a6f0c2e1a8b3c4d5"},
+}
+
+
+class BatchLinks(BaseModel):
+    self: str
+
+
+class BatchResource(BaseModel):
+    """The jobs one submission with ``variations`` made: the same picture and parameters, consecutive seeds."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [_BATCH_EXAMPLE]})
+
+    id: str
+    jobs: list[JobResource] = Field(description="in seed order: seed, seed + 1, …")
+    links: BatchLinks
+
+    @classmethod
+    def of(cls, batch_id: str, views: list[JobView]) -> "BatchResource":
+        return cls(
+            id=batch_id, jobs=[JobResource.of(v) for v in views], links=BatchLinks(self=f"/v1/batches/{batch_id}")
+        )
+
+
+class SubmittedBatch(BaseModel):
+    """The answer to a submission with ``variations`` of 2 or more (1, or none, answers the job itself)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"batch": _BATCH_EXAMPLE}]})
+
+    batch: BatchResource
 
 
 class JobPage(BaseModel):

@@ -23,7 +23,7 @@ from starlette.types import Message
 from contracts.failures import FailureCode
 from contracts.keys import job_prefix
 from contracts.messages import JobSpec
-from contracts.params import GenerationParams, Resolution
+from contracts.params import MAX_SEED, GenerationParams, Resolution
 from contracts.pricing import price_points, quoted_size
 from contracts.webhooks import (
     DEFAULT_WEBHOOK_EVENTS,
@@ -52,6 +52,8 @@ TINY = "tiny"
 STILL = "still"
 """``pipeline.model_catalog.STILL``: no diffusion and no weights, so every server can run it."""
 _PARAM_FIELDS = frozenset(GenerationParams.model_fields)
+MAX_VARIATIONS = 4
+"""Most jobs one submission's ``variations`` makes (consecutive seeds of the same picture and parameters)."""
 
 # --- the body -----------------------------------------------------------------------------------
 
@@ -82,6 +84,14 @@ def openapi_body() -> dict[str, Any]:
         "description": "WxH, multiples of 64 from 64 to 2048; default: the model's size fitted to the picture",
     }
     props["resolution"] = resolution
+    props["variations"] = {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": MAX_VARIATIONS,
+        "default": 1,
+        "description": "make this many jobs, seeds seed, seed + 1, … (one random seed, then + 1), each priced"
+        ' and charged; 2 or more answer the batch, `{"batch": {"id", "jobs"}}`, instead of the job',
+    }
     props["webhook"] = {
         "type": "string",
         "format": "uri",
@@ -252,6 +262,18 @@ async def webhook_from(fields: dict[str, Any], *, allow_private: bool) -> Webhoo
     return Webhook(url=url, events=chosen)
 
 
+def variations_from(fields: dict[str, Any], *, as_json: bool = False) -> int:
+    """Take ``variations`` out of the fields: how many jobs to make, 1 without it. A multipart field is
+    text; a JSON one must be a number already, as with the parameters."""
+    value = fields.pop("variations", 1)
+    if not as_json and isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VARIATIONS:
+        message = f"variations: a whole number from 1 to {MAX_VARIATIONS}"
+        raise ApiError(422, "invalid_variations", message, field="variations")
+    return value
+
+
 def params_from(fields: dict[str, Any], default_model: str, *, as_json: bool = False) -> GenerationParams:
     """The job's parameters; the server's model unless the client asks for ``tiny`` or ``still``, which
     need no weights of the server's own.
@@ -322,10 +344,13 @@ def header_size(image: bytes, params: GenerationParams, model_size: tuple[int, i
         return quoted_size(params, model_size)
 
 
-def fingerprint(image: bytes, params: GenerationParams, webhook: Webhook | None = None) -> str:
+def fingerprint(image: bytes, params: GenerationParams, webhook: Webhook | None = None, variations: int = 1) -> str:
     """What a request asked for, however it was encoded (multipart or JSON): compared when a client
-    sends the same ``Idempotency-Key`` again. A request without a webhook keeps its earlier fingerprint."""
+    sends the same ``Idempotency-Key`` again. A request without a webhook, or of one job, keeps its
+    earlier fingerprint."""
     asked = params.model_dump_json().encode() + (b"" if webhook is None else webhook.model_dump_json().encode())
+    if variations > 1:
+        asked += f"variations={variations}".encode()
     return hashlib.sha256(hashlib.sha256(image).digest() + asked).hexdigest()
 
 
@@ -339,9 +364,17 @@ async def submit(
     params: GenerationParams,
     idempotency: Idempotency | None = None,
     webhook: Webhook | None = None,
-) -> tuple[JobView, bool]:
+    variations: int = 1,
+) -> tuple[list[JobView], bool]:
     """Check the job as cheaply as can be first, then decode the image, then store it and queue the job;
-    returns the job and whether it is new (False: the ``idempotency`` key already named it).
+    returns the jobs (one, or ``variations`` of one batch) and whether they are new (False: the
+    ``idempotency`` key already named them).
+
+    ``variations`` makes that many jobs of one batch, seeds seed, seed + 1, … (a random seed is drawn
+    once; past :data:`~contracts.params.MAX_SEED` they wrap to 0), each priced and charged as a job of
+    its own. The balance and the active-jobs limit are checked for all of them at once: the batch is
+    refused whole rather than queued in part. Should queueing fail part way, the jobs already queued
+    stay (they are the answer the key then replays) and the rest are forgotten.
 
     Order: the key's earlier job; the price at the size the header gives against the balance; the
     account's unfinished jobs; the image's full check, a few at a time (``Gateway.decodes``); the
@@ -350,12 +383,12 @@ async def submit(
     ``preset`` has its image checked and looked at before it is priced: the preset's values set the price.
     """
     if idempotency is None:
-        return await _admit(gateway, account, image, params, None, webhook), True
+        return await _admit(gateway, account, image, params, None, webhook, variations), True
     earlier = await _idempotent_job(gateway, account, idempotency)
     if earlier is not None:
         return earlier, False
     try:
-        return await _admit(gateway, account, image, params, idempotency, webhook), True
+        return await _admit(gateway, account, image, params, idempotency, webhook, variations), True
     except (ApiError, IdempotencyKeyUsedError) as exc:
         # A twin of this request may have made the job meanwhile (and taken the slot or the points).
         earlier = await _idempotent_job(gateway, account, idempotency)
@@ -386,7 +419,8 @@ async def _admit(
     params: GenerationParams,
     idempotency: Idempotency | None,
     webhook: Webhook | None = None,
-) -> JobView:
+    variations: int = 1,
+) -> list[JobView]:
     model_size = await anyio.to_thread.run_sync(gateway.model_size, params.model)
     checked = False
     if params.preset:
@@ -398,46 +432,77 @@ async def _admit(
         params, checked = suggestion.params, True
     price = price_points(params, *header_size(image, params, model_size))
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
-    if balance < price:
+    if balance < price * variations:
         code = FailureCode.INSUFFICIENT_POINTS
+        these = "this job costs" if variations == 1 else f"these {variations} jobs cost {variations} x {price} ="
         raise ApiError(
             status_of(code),
             code,
-            f"this job costs {price} points and the account has {balance}",
-            details={"price": price, "balance": balance},
+            f"{these} {price * variations} points and the account has {balance}",
+            details={"price": price * variations, "balance": balance},
         )
     limit = gateway.settings.gateway_max_active_jobs
-    _refuse_past_limit(await anyio.to_thread.run_sync(gateway.index.active_count, account), limit)
+    _refuse_past_limit(await anyio.to_thread.run_sync(gateway.index.active_count, account), limit, variations)
     if not checked:
         async with gateway.decodes:
             await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
-    spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook)
-    view = JobView.submitted(spec, price)
-    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
-    if active is not None:
-        _refuse_past_limit(active, limit)
-    try:
-        await gateway.bus().submit(image, spec.params, account, job_id=spec.job_id, webhook=webhook)
-    except Exception as exc:
-        log.warning("job %s could not be queued: %s", spec.job_id, exc)
-        await anyio.to_thread.run_sync(_forget_job, gateway, spec.job_id)
-        raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
-    return view
+    if variations == 1:
+        spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook)
+        view = JobView.submitted(spec, price)
+        active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
+        if active is not None:
+            _refuse_past_limit(active, limit)
+        views = [view]
+    else:
+        views = _batch_views(account, params, webhook, price, variations)
+        active = await anyio.to_thread.run_sync(gateway.index.add_batch_if_room, views, limit, idempotency)
+        if active is not None:
+            _refuse_past_limit(active, limit, variations)
+    for queued, view in enumerate(views):
+        try:
+            await gateway.bus().submit(image, view.params, account, job_id=view.job_id, webhook=webhook)
+        except Exception as exc:
+            log.warning("job %s could not be queued: %s", view.job_id, exc)
+            for unqueued in views[queued:]:
+                await anyio.to_thread.run_sync(_forget_job, gateway, unqueued.job_id)
+            done = "" if queued == 0 else f" ({queued} of the batch's {variations} jobs were queued)"
+            raise ApiError(503, "unavailable", f"the job could not be queued{done}; try again shortly") from exc
+    return views
 
 
-def _refuse_past_limit(active: int, limit: int) -> None:
-    if active >= limit:
+def _batch_views(
+    account: str, params: GenerationParams, webhook: Webhook | None, price: int, variations: int
+) -> list[JobView]:
+    """The batch's jobs, queued, in seed order; their ids sort in that order too."""
+    batch_id = "b" + new_job_id()[1:]  # as a job's id: time-ordered, unguessable, one letter apart
+    first = params.with_resolved_seed().seed
+    job_ids = sorted(new_job_id() for _ in range(variations))  # one millisecond's ids sort by their random part
+    views = []
+    for offset, job_id in enumerate(job_ids):
+        seeded = params.model_copy(update={"seed": (first + offset) % (MAX_SEED + 1)})
+        view = JobView.submitted(JobSpec(job_id=job_id, account=account, params=seeded, webhook=webhook), price)
+        view.batch_id = batch_id
+        views.append(view)
+    return views
+
+
+def _refuse_past_limit(active: int, limit: int, variations: int = 1) -> None:
+    if active + variations > limit:
+        has = f"the account already has {active} unfinished jobs"
+        if variations > 1:
+            has = f"the account has {active} unfinished jobs and {variations} more would pass the limit of {limit}"
         raise ApiError(
             429,
             "too_many_active_jobs",
-            f"the account already has {active} unfinished jobs; wait for one to finish or cancel one",
+            f"{has}; wait for one to finish or cancel one",
             details={"active": active, "limit": limit},
             headers={"Retry-After": "5"},
         )
 
 
-async def _idempotent_job(gateway: Gateway, account: str, idempotency: Idempotency) -> JobView | None:
-    """The job this key made for the same request within the window; 422 for a different request."""
+async def _idempotent_job(gateway: Gateway, account: str, idempotency: Idempotency) -> list[JobView] | None:
+    """The jobs this key made for the same request within the window (the key names a batch's first);
+    422 for a different request."""
     used = await anyio.to_thread.run_sync(gateway.index.idempotent, account, idempotency.key)
     if used is None:
         return None
@@ -451,7 +516,10 @@ async def _idempotent_job(gateway: Gateway, account: str, idempotency: Idempoten
             details={"job_id": job_id},
         )
     view: JobView | None = await anyio.to_thread.run_sync(gateway.index.get, job_id)
-    return view
+    if view is None or view.batch_id is None:
+        return None if view is None else [view]
+    batch: list[JobView] = await anyio.to_thread.run_sync(gateway.index.batch, account, view.batch_id)
+    return batch
 
 
 def _forget_job(gateway: Gateway, job_id: str) -> None:

@@ -22,7 +22,7 @@ from services.gateway.jobs_index import Idempotency
 from services.gateway.media import entity_tag, matches, media_headers, media_response
 from services.gateway.progress import JobView
 from services.gateway.runtime import Gateway
-from services.gateway.schemas import JobLinks, JobPage, JobResource
+from services.gateway.schemas import BatchResource, JobLinks, JobPage, JobResource, SubmittedBatch
 from services.gateway.submission import (
     body_type,
     fingerprint,
@@ -30,6 +30,7 @@ from services.gateway.submission import (
     params_from,
     read_submission,
     submit,
+    variations_from,
     webhook_from,
 )
 from services.jobclient import JobNotFoundError, JobStateError
@@ -61,12 +62,13 @@ _PREFERENCE_APPLIED = {
 @router.post(
     "",
     status_code=202,
-    response_model=JobResource,
+    response_model=JobResource | SubmittedBatch,
     openapi_extra=openapi_body(),
     responses={
         200: {
-            "model": JobResource,
-            "description": "with `Prefer: wait=N`: the job ended within N seconds; this is the job as it ended",
+            "model": JobResource | SubmittedBatch,
+            "description": "with `Prefer: wait=N`: the job (every job of a batch) ended within N seconds;"
+            " this is the job (the batch) as it ended",
             "headers": _PREFERENCE_APPLIED,
         },
         202: {
@@ -106,24 +108,32 @@ async def submit_job(
     """Submit an image and parameters. Multipart with an `image` file, or JSON with `image_base64`.
     Cheap checks come first (balance, unfinished jobs, the header's size), then the image is decoded.
     `Prefer: wait=N` answers 200 with the finished job when it ends within N seconds (a short job in one
-    round trip), else 202 as without it; either answer then carries `Preference-Applied: wait=N`."""
+    round trip), else 202 as without it; either answer then carries `Preference-Applied: wait=N`.
+    `variations` 2-4 makes that many jobs with consecutive seeds and answers `{"batch": {"id", "jobs"}}`
+    (`Location`: `/v1/batches/{id}`); the balance and the active-jobs limit must take them all."""
     image, fields = await read_submission(request, gateway.max_upload_bytes)
+    as_json = body_type(request) == "application/json"
+    variations = variations_from(fields, as_json=as_json)
     webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
-    params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
-    idempotency = Idempotency(idempotency_key, fingerprint(image, params, webhook)) if idempotency_key else None
-    view, new = await submit(gateway, account, image, params, idempotency, webhook)
+    params = params_from(fields, gateway.settings.model, as_json=as_json)
+    asked = fingerprint(image, params, webhook, variations)
+    idempotency = Idempotency(idempotency_key, asked) if idempotency_key else None
+    views, new = await submit(gateway, account, image, params, idempotency, webhook, variations)
     # `prefer` above documents the header; every Prefer field is read here, since a client may send several.
     wait_s = wait_preference(request.headers.getlist("prefer"))
-    headers = {"Location": JobLinks.of(view.job_id).self}
+    batch_id = views[0].batch_id
+    headers = {"Location": JobLinks.of(views[0].job_id).self if batch_id is None else f"/v1/batches/{batch_id}"}
     if wait_s is not None:
-        view = await _until_ended(gateway, view, wait_s)
+        views = list(await asyncio.gather(*(_until_ended(gateway, view, wait_s) for view in views)))
         headers["Preference-Applied"] = f"wait={wait_s}"
     if not new:
         headers["Idempotent-Replayed"] = "true"
-    resource = JobResource.of(view)
+    body: JobResource | SubmittedBatch = (
+        JobResource.of(views[0]) if batch_id is None else SubmittedBatch(batch=BatchResource.of(batch_id, views))
+    )
     return JSONResponse(
-        resource.model_dump(mode="json"),
-        status_code=200 if wait_s is not None and view.terminal else 202,
+        body.model_dump(mode="json"),
+        status_code=200 if wait_s is not None and all(view.terminal for view in views) else 202,
         headers=headers,
     )
 
