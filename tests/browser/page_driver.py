@@ -146,12 +146,13 @@ def generate_with_video_options(url: str, api_key: str, image: Path, timeout_s: 
         page.click("#generate")
         _watch_progress(page, PageRun(), timeout_s)
         card = ".item:first-child"
+        final = ".media img:not(.preview)"  # the video, not a live preview of the denoising
         page.wait_for_function(
-            f"() => {{ const i = document.querySelector('{card} .media img'); return i && i.naturalWidth > 0; }}",
+            f"() => {{ const i = document.querySelector('{card} {final}'); return i && i.naturalWidth > 0; }}",
             timeout=20_000,
         )
         run.media_tag = page.evaluate(f"document.querySelector('{card} .media').firstElementChild.tagName")
-        run.natural_width = int(page.evaluate(f"document.querySelector('{card} .media img').naturalWidth"))
+        run.natural_width = int(page.evaluate(f"document.querySelector('{card} {final}').naturalWidth"))
         run.camera_line = page.inner_text(f"{card} .camera")
         run.facts = page.inner_text(f"{card} .facts")
         page.click(f"{card} .enlarge")
