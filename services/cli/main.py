@@ -70,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill the options not given from the picture: portrait, landscape, product, or auto to pick one"
         " (`i2v suggest IMAGE` shows what it would pick and why)",
     )
+    gen.add_argument(
+        "--variations",
+        type=int,
+        choices=range(1, 5),
+        default=1,
+        metavar="N",
+        help="1-4 jobs of seeds seed, seed+1, ...; each charged; -o out.mp4 writes out.mp4, out-2.mp4, ...",
+    )
     gen.add_argument("--account", default="", help="account charged (default: the local demo account)")
     gen.add_argument(
         "--webhook", metavar="URL", help="POST the job's events to this http(s) URL, signed (Standard Webhooks)"
@@ -305,7 +313,7 @@ def _generate(args: argparse.Namespace) -> int:
         # The embedded stack's decode stage reads I2V_RIFE_WEIGHTS from here; without it the job would fail.
         raise CliError("--interpolator rife: set I2V_RIFE_WEIGHTS to RIFE's flownet.pkl (or its folder)")
     webhook = webhook_of(args.webhook, args.webhook_events, settings)
-    request = GenerateRequest(args.image, args.output, params, args.account, args.timeout, webhook)
+    request = GenerateRequest(args.image, args.output, params, args.account, args.timeout, webhook, args.variations)
     if running is not None and args.stack is None:
         print(f"using the stack running from {running} (--state-dir DIR starts one of its own)", file=sys.stderr)
     return run_generate(request, settings, embedded_state=args.state_dir)
