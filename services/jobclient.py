@@ -13,6 +13,7 @@ import nats
 import nats.errors
 from anyio import to_thread
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
 
@@ -108,6 +109,10 @@ class JobClient:
         self._js = nc.jetstream()
         self._store = store
         self.publish_timeout_s = PUBLISH_TIMEOUT_S
+
+    def jetstream(self, timeout_s: float = 2.0) -> JetStreamContext:
+        """JetStream on this client's connection, for reads of its own (queue positions: services/gateway/eta.py)."""
+        return self._nc.jetstream(timeout=timeout_s)
 
     @classmethod
     async def from_settings(

@@ -4,7 +4,7 @@ import asyncio
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,19 @@ from contracts.messages import (
     JobCompleted,
     JobFailed,
     JobRejected,
+    JobSpec,
     StageFinished,
     StageProgress,
     StageStarted,
 )
-from contracts.params import MAX_SEED, GenerationParams, Resolution
+from contracts.params import GenerationParams, Resolution
 from contracts.stages import PIPELINE_ORDER, Stage
 from contracts.webhooks import DEFAULT_WEBHOOK_EVENTS, Webhook, check_webhook_url, parse_webhook_events
 from infra.objectstore import ObjectStoreError, ObjectStoreUnavailableError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
+from services.gateway.eta import standing_once
+from services.gateway.progress import JobView
 from services.jobclient import BusUnreachableError, JobClient
 from services.objectstore import object_store_from
 from services.stack.embedded import LOCAL_ACCOUNT
@@ -42,20 +45,6 @@ class GenerateRequest:
     account: str
     timeout_s: float
     webhook: Webhook | None = None
-    variations: int = 1
-    """Jobs of consecutive seeds; the first writes ``output``, the next ones ``out-2.mp4``, ``out-3.mp4``, …"""
-
-
-def variation_outputs(output: Path, variations: int) -> list[Path]:
-    """Where each variation's video goes: ``output`` itself, then the same name with ``-2``, ``-3``, …"""
-    return [output, *(output.with_name(f"{output.stem}-{n}{output.suffix}") for n in range(2, variations + 1))]
-
-
-def variation_params(params: GenerationParams, variations: int) -> list[GenerationParams]:
-    """One job's parameters per variation: seeds seed, seed + 1, … (a random seed drawn once), wrapping
-    within the seed's range as the gateway's ``variations`` does."""
-    first = params.with_resolved_seed().seed
-    return [params.model_copy(update={"seed": (first + n) % (MAX_SEED + 1)}) for n in range(variations)]
 
 
 def webhook_of(url: str | None, events: str | None, settings: Settings) -> Webhook | None:
@@ -106,8 +95,7 @@ def check_locally(request: GenerateRequest) -> tuple[bytes, tuple[int, int]]:
     from pipeline.image import ImageRejected, prepare_image
     from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
-    for output in variation_outputs(request.output, request.variations):
-        check_output(output)
+    check_output(request.output)
     try:
         data = request.image.read_bytes()
     except FileNotFoundError:
@@ -225,28 +213,18 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
     try:
         with tracer.start_as_current_span("i2v generate") as span:
             started = time.perf_counter()
-            account = request.account or LOCAL_ACCOUNT
-            # Every variation is queued before any is followed: the stages run them side by side.
-            jobs = [
-                await client.submit(data, params, account, webhook=request.webhook)
-                for params in variation_params(request.params, request.variations)
-            ]
-            span.set_attribute("i2v.job_id", jobs[0].job_id)
-            for job, output in zip(jobs, variation_outputs(request.output, request.variations), strict=True):
-                say(
-                    f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps"
-                )
-                bars = ProgressBars()
-                left_s = request.timeout_s - (time.perf_counter() - started)
-                try:
-                    outcome = await asyncio.wait_for(_follow(client, job.job_id, bars), left_s)
-                except TimeoutError:
-                    raise CliError(f"job {job.job_id} did not finish within {request.timeout_s:.0f}s", 1) from None
-                finally:
-                    bars.close()
-                wall = time.perf_counter() - started
-                _report(outcome, bars.timings, replace(request, output=output), store, wall)
-        return 0
+            job = await client.submit(data, request.params, request.account or LOCAL_ACCOUNT, webhook=request.webhook)
+            span.set_attribute("i2v.job_id", job.job_id)
+            say(f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps")
+            bars = ProgressBars(ends_in_s=await eta_of(client, job))
+            try:
+                outcome = await asyncio.wait_for(_follow(client, job.job_id, bars), request.timeout_s)
+            except TimeoutError:
+                raise CliError(f"job {job.job_id} did not finish within {request.timeout_s:.0f}s", 1) from None
+            finally:
+                bars.close()
+            wall = time.perf_counter() - started
+        return _report(outcome, bars.timings, request, store, wall)
     except ObjectStoreError as exc:
         raise CliError(f"object store at {settings.s3_endpoint}: {exc}", 1) from None
     except nats.errors.Error as exc:
@@ -308,8 +286,9 @@ def _report(
 class ProgressBars:
     """A bar per stage on stderr while it runs (denoising step by step); plain lines when not a terminal."""
 
-    def __init__(self) -> None:
+    def __init__(self, ends_in_s: float | None = None) -> None:
         self.timings: dict[Stage, float] = {}
+        self._ends_at = None if ends_in_s is None else time.monotonic() + ends_in_s
         self._bar: Any = None
         self._stage: Stage | None = None
         self._tty = sys.stderr.isatty()
@@ -327,14 +306,16 @@ class ProgressBars:
                     desc=f"{event.stage.value:>7}{retry}",
                     file=sys.stderr,
                     leave=True,
-                    bar_format="{desc} |{bar:30}| {n_fmt}/{total_fmt} [{elapsed}]",
+                    bar_format="{desc} |{bar:30}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}",
                 )
+                self._bar.set_postfix_str(self._left().removeprefix(", "), refresh=False)
             else:
-                say(f"{event.stage.value:>7}: started{retry}")
+                say(f"{event.stage.value:>7}: started{retry}{self._left()}")
         elif isinstance(event, StageProgress):
             if self._bar is not None and event.stage == self._stage:
                 self._bar.total = event.total
                 self._bar.n = event.step
+                self._bar.set_postfix_str(self._left().removeprefix(", "), refresh=False)
                 self._bar.refresh()
             elif not self._tty and event.stage == Stage.LATENT:
                 say(f"{event.stage.value:>7}: step {event.step}/{event.total}")
@@ -350,6 +331,20 @@ class ProgressBars:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def _left(self) -> str:
+        """``, about 40 s left`` from the ETA at submit (tqdm puts its own comma before a postfix); "" without."""
+        if self._ends_at is None:
+            return ""
+        return f", about {max(0.0, self._ends_at - time.monotonic()):.0f} s left"
+
+
+async def eta_of(client: JobClient, job: JobSpec) -> float | None:
+    """Seconds until the queued job should end (services/gateway/eta.py); None before the stages are measured,
+    or when the line cannot be read (the bar goes without)."""
+    with suppress(TimeoutError, nats.errors.Error):
+        return (await standing_once(client.jetstream(), JobView.submitted(job))).eta_s
+    return None
 
 
 def say(line: str) -> None:

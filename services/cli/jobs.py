@@ -6,7 +6,7 @@ import json
 import os
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,6 +20,7 @@ from contracts.stages import PIPELINE_ORDER, Stage
 from infra.objectstore import ObjectMissingError, ObjectStoreError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
+from services.gateway.eta import Standing, describe, standing_once
 from services.gateway.progress import JobStatus, JobView
 from services.jobclient import BusUnreachableError, JobClient, JobHistory, JobNotFoundError, JobStateError
 from services.objectstore import object_store_from
@@ -87,6 +88,8 @@ class JobRecord:
     """None when neither an event nor a stored command carries the job's parameters."""
     reserved: int | None
     """Points billing reserved for a job still running (events carry the price only at the end)."""
+    standing: Standing = field(default_factory=Standing)
+    """Its place in line and ETA while it runs (services/gateway/eta.py)."""
 
     @property
     def completed(self) -> JobCompleted | None:
@@ -106,7 +109,10 @@ def _record(settings: Settings, job_id: str) -> JobRecord:
         reserved = None
         if history.terminal is None:
             reserved = await to_thread.run_sync(_stored_price, store, job_id, history.generation)
-        return fold(history, spec, reserved)
+        record = fold(history, spec, reserved)
+        if record.view is not None and not record.view.terminal:
+            record = replace(record, standing=await standing_once(client.jetstream(), record.view))
+        return record
 
     return _with_client(settings, read)
 
@@ -165,6 +171,8 @@ def job_lines(record: JobRecord) -> list[tuple[str, str]]:
         step = f", step {view.step}/{view.total}" if view.total and not view.terminal else ""
         lines.append(("stage", f"{view.stage.value}{step}"))
     lines.append(("progress", f"{view.progress}%"))
+    if describe(record.standing):
+        lines.append(("eta", describe(record.standing)))
     lines.append(("params", describe_params(view.params)))
     if view.params.motion_prompt:
         lines.append(("prompt", view.params.motion_prompt))

@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING
 import anyio.to_thread
 import nats.errors
 from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from pydantic import TypeAdapter, ValidationError
 
-from contracts.messages import Command, StageFinished
+from contracts.messages import Command, StageFinished, Terminal
 from contracts.params import GenerationParams
 from contracts.stages import PIPELINE_ORDER, Stage
-from contracts.subjects import WORK_STREAM, durable_name, work_subject
+from contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, WORK_STREAM, durable_name, work_subject
 from services.gateway.progress import JobView
 
 if TYPE_CHECKING:  # events imports the schemas, which import this module
@@ -236,6 +237,22 @@ class Standing:
     eta_s: float | None = None
 
 
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th ... 11th, 12th, 13th ... 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def describe(standing: Standing) -> str:
+    """The standing in words, as the page and the CLI show it: ``3rd in line · about 40 s``; "" when unknown."""
+    parts = []
+    if standing.queue_position is not None:
+        parts.append(f"{ordinal(standing.queue_position + 1)} in line")
+    if standing.eta_s is not None:
+        parts.append(f"about {standing.eta_s:.0f} s")
+    return " · ".join(parts)
+
+
 class Estimator:
     """Learns stage durations from the live feed (:meth:`offer`) and answers where a job stands."""
 
@@ -309,3 +326,37 @@ class Estimator:
 
         eta = finish_times(lines, self.clock, held_done).get(view.job_id) if waits_in is not None else None
         return Standing(position, None if eta is None else round(eta, 1))
+
+
+LOOK_BACK_EVENTS = 1000
+"""Events a process without the live feed (the CLI) reads back to measure the stages: a few dozen jobs."""
+
+
+async def standing_once(js: JetStreamContext, view: JobView, look_back: int = LOOK_BACK_EVENTS) -> Standing:
+    """:meth:`Estimator.standing` for a process that does not follow the live feed (``i2v jobs show``,
+    ``i2v generate``): the stage times are measured from the last ``look_back`` events of the events stream,
+    sized from the jobs' specs that those events (terminal ones) or the work lines carry."""
+    from services.gateway.events import frame  # here: events imports the schemas, which import this module
+
+    if view.terminal:
+        return Standing()
+    specs: dict[str, GenerationParams] = {}
+    estimator = Estimator(WorkQueues(js, cache_s=0.0), params_of=specs.get)
+    last = (await js.stream_info(EVENTS_STREAM)).state.last_seq or 0
+    if last:
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(1, last - look_back + 1)
+        )
+        sub = await js.subscribe(EVENTS_SUBJECTS, stream=EVENTS_STREAM, ordered_consumer=True, config=config)
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=2.0)
+                item = frame(msg.metadata.sequence.stream, msg.data)
+                if isinstance(item.event, Terminal):
+                    specs[item.event.job.job_id] = item.event.job.params
+                estimator.offer(item)
+                if msg.metadata.sequence.stream >= last:
+                    break
+        finally:
+            await sub.unsubscribe()
+    return await estimator.standing(view)

@@ -1,6 +1,8 @@
 """What `i2v jobs show` says of jobs that did not end with a video: running, failed, cancelled after a
 replay, and one whose parameters nothing recorded."""
 
+from dataclasses import replace
+
 from contracts.failures import FailureCode
 from contracts.messages import (
     CancelRequested,
@@ -16,6 +18,7 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.stages import Stage
 from services.cli.jobs import describe_params, fold, job_lines
+from services.gateway.eta import Standing
 from services.jobclient import Followed, JobHistory
 
 SPEC = JobSpec(
@@ -92,3 +95,12 @@ def test_a_job_without_recorded_parameters_still_shows_its_last_event() -> None:
     lines = shown([StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST)], spec=None)
 
     assert lines == {"job": SPEC.job_id, "status": "unknown; last event StageStarted", "events": "1"}
+
+
+def test_a_queued_job_shows_its_place_in_line_and_eta() -> None:
+    history = JobHistory(SPEC.job_id, (Followed(1, StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST)),))
+    record = replace(fold(history, SPEC, None), standing=Standing(queue_position=2, eta_s=39.6))
+    assert dict(job_lines(record))["eta"] == "3rd in line · about 40 s"
+    running = replace(record, standing=Standing(eta_s=5.0))
+    assert dict(job_lines(running))["eta"] == "about 5 s"
+    assert "eta" not in shown([StageStarted(job_id=SPEC.job_id, stage=Stage.INGEST)])  # nothing measured yet

@@ -15,8 +15,21 @@ from contracts.refs import ObjectRef
 from contracts.stages import PIPELINE_ORDER, Stage
 from contracts.subjects import WORK_STREAM, durable_name, msg_id, work_subject
 from infra.nats_server import NatsServer
+from services.bus.publishing import route
 from services.bus.streams import ensure_streams
-from services.gateway.eta import Estimator, JobSize, Queued, StageClock, WorkQueues, finish_times, size_of
+from services.gateway.eta import (
+    Estimator,
+    JobSize,
+    Queued,
+    StageClock,
+    Standing,
+    WorkQueues,
+    describe,
+    finish_times,
+    ordinal,
+    size_of,
+    standing_once,
+)
 from services.gateway.events import frame
 from services.gateway.progress import JobView
 from tests.services.gateway.conftest import RunningGateway
@@ -86,6 +99,14 @@ def test_an_unmeasured_stage_leaves_the_eta_unknown_for_whoever_crosses_it() -> 
     partial: dict[Stage, float] = {stage: took for stage, took in STAGE_S.items() if stage != Stage.DECODE}
     line = [Queued(1, "a", SIZE), Queued(2, "b", SIZE)]
     assert finish_times({Stage.INGEST: line}, _clock(partial)) == {"a": None, "b": None}
+
+
+def test_ordinals_and_the_words_of_a_standing() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th",
+    ]  # fmt: skip
+    assert describe(Standing(queue_position=0, eta_s=12.4)) == "1st in line · about 12 s"
+    assert describe(Standing()) == ""
 
 
 def _image() -> ObjectRef:
@@ -168,3 +189,26 @@ async def test_the_job_resource_gives_its_place_in_line_and_eta(gateway: Running
             await asyncio.sleep(0.05)
         # Both jobs have the same size; the second one leaves each stage 2 s after the first.
         assert (job["queue_position"], job["eta_s"]) == (1, pytest.approx(12.0))
+
+
+async def test_a_process_without_the_live_feed_measures_the_stages_from_the_events_stream(tmp_path: Path) -> None:
+    with NatsServer(tmp_path / "nats") as server:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js)
+            specs = [_spec(n) for n in range(2)]
+            for spec in specs:
+                command = PointsReserved(job=spec, image=_image(), width=64, height=64, price=8)
+                await js.publish(work_subject(Stage.LATENT), command.model_dump_json().encode())
+            view = JobView.submitted(specs[1])
+            assert await standing_once(js, view) == Standing(queue_position=1, eta_s=None)  # nothing measured
+
+            for stage in PIPELINE_ORDER:
+                finished = StageFinished(job_id=specs[0].job_id, stage=stage, seconds=2.0)
+                where = route(finished)
+                await js.publish(where.subject, finished.model_dump_json().encode(), stream=where.stream)
+            # job-0000 (sized from its command in line) ahead at latent, decode and mux: 2 s each, then job-0001.
+            assert await standing_once(js, view) == Standing(queue_position=1, eta_s=8.0)
+        finally:
+            await nc.close()
