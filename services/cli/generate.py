@@ -23,7 +23,7 @@ from contracts.messages import (
     StageProgress,
     StageStarted,
 )
-from contracts.params import GenerationParams, Resolution
+from contracts.params import MAX_SEED, GenerationParams, Resolution
 from contracts.stages import PIPELINE_ORDER, Stage
 from contracts.webhooks import DEFAULT_WEBHOOK_EVENTS, Webhook, check_webhook_url, parse_webhook_events
 from infra.objectstore import ObjectStoreError, ObjectStoreUnavailableError, S3ObjectStore
@@ -45,6 +45,20 @@ class GenerateRequest:
     account: str
     timeout_s: float
     webhook: Webhook | None = None
+    variations: int = 1
+    """Jobs of consecutive seeds; the first writes ``output``, the next ones ``out-2.mp4``, ``out-3.mp4``, …"""
+
+
+def variation_outputs(output: Path, variations: int) -> list[Path]:
+    """Where each variation's video goes: ``output`` itself, then the same name with ``-2``, ``-3``, …"""
+    return [output, *(output.with_name(f"{output.stem}-{n}{output.suffix}") for n in range(2, variations + 1))]
+
+
+def variation_params(params: GenerationParams, variations: int) -> list[GenerationParams]:
+    """One job's parameters per variation: seeds seed, seed + 1, … (a random seed drawn once), wrapping
+    within the seed's range as the gateway's ``variations`` does."""
+    first = params.with_resolved_seed().seed
+    return [params.model_copy(update={"seed": (first + n) % (MAX_SEED + 1)}) for n in range(variations)]
 
 
 def webhook_of(url: str | None, events: str | None, settings: Settings) -> Webhook | None:
@@ -95,7 +109,8 @@ def check_locally(request: GenerateRequest) -> tuple[bytes, tuple[int, int]]:
     from pipeline.image import ImageRejected, prepare_image
     from pipeline.model_catalog import ModelNotFoundError, model_defaults
 
-    check_output(request.output)
+    for output in variation_outputs(request.output, request.variations):
+        check_output(output)
     try:
         data = request.image.read_bytes()
     except FileNotFoundError:
@@ -213,18 +228,28 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
     try:
         with tracer.start_as_current_span("i2v generate") as span:
             started = time.perf_counter()
-            job = await client.submit(data, request.params, request.account or LOCAL_ACCOUNT, webhook=request.webhook)
-            span.set_attribute("i2v.job_id", job.job_id)
-            say(f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps")
-            bars = ProgressBars(ends_in_s=await eta_of(client, job))
-            try:
-                outcome = await asyncio.wait_for(_follow(client, job.job_id, bars), request.timeout_s)
-            except TimeoutError:
-                raise CliError(f"job {job.job_id} did not finish within {request.timeout_s:.0f}s", 1) from None
-            finally:
-                bars.close()
-            wall = time.perf_counter() - started
-        return _report(outcome, bars.timings, request, store, wall)
+            account = request.account or LOCAL_ACCOUNT
+            # Every variation is queued before any is followed: the stages run them side by side.
+            jobs = [
+                await client.submit(data, params, account, webhook=request.webhook)
+                for params in variation_params(request.params, request.variations)
+            ]
+            span.set_attribute("i2v.job_id", jobs[0].job_id)
+            for job, output in zip(jobs, variation_outputs(request.output, request.variations), strict=True):
+                say(
+                    f"job {job.job_id}  seed {job.params.seed}  {job.params.frame_count} frames at {job.params.fps} fps"
+                )
+                bars = ProgressBars(ends_in_s=await eta_of(client, job))
+                left_s = request.timeout_s - (time.perf_counter() - started)
+                try:
+                    outcome = await asyncio.wait_for(_follow(client, job.job_id, bars), left_s)
+                except TimeoutError:
+                    raise CliError(f"job {job.job_id} did not finish within {request.timeout_s:.0f}s", 1) from None
+                finally:
+                    bars.close()
+                wall = time.perf_counter() - started
+                _report(outcome, bars.timings, replace(request, output=output), store, wall)
+        return 0
     except ObjectStoreError as exc:
         raise CliError(f"object store at {settings.s3_endpoint}: {exc}", 1) from None
     except nats.errors.Error as exc:
