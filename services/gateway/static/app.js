@@ -477,14 +477,42 @@ function showProgress(view) {
   $("progress-pct").textContent = `${view.progress}%`;
   $("progress-bar").value = view.progress;
   $("cancel").hidden = FINISHED.has(view.status);
+  if (!FINISHED.has(view.status)) refreshWait(view.id);
 }
 
 function finishProgress(job) {
   showProgress(job);
+  $("progress-wait").hidden = true;
   const words = { succeeded: "Done", failed: "Failed", cancelled: "Cancelled", rejected: "Refused" };
   $("progress-title").textContent = words[job.status] || "Finished";
   if (job.error && job.status !== "cancelled") $("form-error").textContent = job.error.message;
   state.current = null;
+}
+
+// "3rd in line · about 40 s": the job resource's queue_position and eta_s, read at most every 2 s while the
+// job is the one in the panel, whether events come in or it waits in line (then no events come).
+const waitReads = new Map();  // job id -> when it was last read
+let waitTimer = null;
+async function refreshWait(id) {
+  if (Date.now() - (waitReads.get(id) || 0) < 2000) return;
+  waitReads.set(id, Date.now());
+  let job = null;
+  try { job = await api(`/v1/jobs/${id}`); } catch (err) { /* the line stays as it was */ }
+  if (state.current !== id || (job && FINISHED.has(job.status))) return;
+  if (job) {
+    const parts = [];
+    if (job.queue_position != null) parts.push(`${ordinal(job.queue_position + 1)} in line`);
+    if (job.eta_s != null) parts.push(`about ${Math.round(job.eta_s)} s`);
+    $("progress-wait").textContent = parts.join(" · ");
+    $("progress-wait").hidden = parts.length === 0;
+  }
+  clearTimeout(waitTimer);
+  waitTimer = setTimeout(() => refreshWait(id), 2000);
+}
+
+function ordinal(n) {
+  const suffix = n % 100 >= 10 && n % 100 <= 20 ? "th" : { 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th";
+  return `${n}${suffix}`;
 }
 
 // --- results grid --------------------------------------------------------------------------------
