@@ -18,13 +18,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.common import denoise  # noqa: E402
+
 
 def direct_job(image_bytes: bytes, params: "GenerationParams") -> int:  # type: ignore[name-defined]  # noqa: F821
     """The whole job in this process: prepare, denoise, decode, interpolate, encode. Returns MP4 size."""
     from pipeline.decode import decode_latents, frames_to_uint8
     from pipeline.image import prepare_image
     from pipeline.interpolate import interpolate_to_count
-    from pipeline.latents import fps_conditioning, generate_latents
     from pipeline.models import load_pipeline, model_defaults, pick_device
     from pipeline.video import encode_mp4, make_poster
 
@@ -32,19 +33,7 @@ def direct_job(image_bytes: bytes, params: "GenerationParams") -> int:  # type: 
     device, dtype = pick_device()
     pipe = load_pipeline(params.model, device, dtype)
     prepared = prepare_image(image_bytes, model_size=(defaults.width, defaults.height))
-    latents = generate_latents(
-        pipe,
-        prepared.image,
-        width=prepared.width,
-        height=prepared.height,
-        num_frames=defaults.native_frames,
-        steps=params.steps,
-        cfg_scale=params.cfg_scale,
-        motion_bucket_id=params.motion_bucket_id,
-        augmentation_level=params.augmentation_level,
-        fps_cond=fps_conditioning(defaults.native_frames, params.duration),
-        seed=params.seed,
-    )
+    latents = denoise(pipe, prepared, params)
     frames = frames_to_uint8(decode_latents(pipe.vae, latents, num_frames=defaults.native_frames, chunk_size=8))
     video = interpolate_to_count(frames, params.frame_count)
     mp4 = encode_mp4(video, params.fps)
