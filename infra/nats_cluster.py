@@ -13,12 +13,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from infra.nats_server import NatsServer, NatsServerError
 from infra.ports import LOOPBACK, free_ports
-from infra.process import log_tail
+from infra.process import StartedInWith, log_tail
 
 CLUSTER_NAME = "i2v"
 _POLL_S = 0.1
@@ -43,7 +41,7 @@ def route_authorization(auth: RouteAuth) -> str:
     return f"authorization {{ user: {json.dumps(auth.user)}, password: {json.dumps(auth.hashed or auth.password)} }}"
 
 
-class NatsCluster:
+class NatsCluster(StartedInWith):
     """``nodes`` nats-servers with JetStream, each in ``state_dir/<server_name>``, routed to one another.
 
     :meth:`start` starts them one after the other and returns once every node reports JetStream healthy
@@ -166,16 +164,6 @@ class NatsCluster:
         """Stop every node and start them again: same ports, same data."""
         self.stop()
         self.start(timeout)
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"NatsCluster({self.url or 'not started'}, state_dir={self.state_dir}, running={self.running})"

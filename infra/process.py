@@ -84,7 +84,31 @@ class Launch(NamedTuple):
     env: Mapping[str, str] = {}
 
 
-class ManagedProcess(ABC):
+class StartedInWith(ABC):
+    """Usable as a context manager: started on entry unless already running, stopped on exit."""
+
+    @property
+    @abstractmethod
+    def running(self) -> bool: ...
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class ManagedProcess(StartedInWith):
     """One server child process with data and log under ``state_dir``, listening on ``host`` only.
 
     The client port is picked on the first start (unless given) and kept afterwards, so a restart
@@ -231,16 +255,6 @@ class ManagedProcess(ABC):
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> Self:
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         where = self._address if self._port is not None else "no port yet"
