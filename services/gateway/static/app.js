@@ -288,6 +288,10 @@ for (const input of document.querySelectorAll("input[name=duration], input[name=
   input.addEventListener("change", updatePrice);
 }
 $("steps").addEventListener("input", updatePrice);
+$("variations").addEventListener("input", updatePrice);
+
+/** How many jobs one submit makes (the form's Variations, 1-4): each is priced and charged. */
+function variations() { return Math.min(4, Math.max(1, Math.trunc(Number($("variations").value)) || 1)); }
 
 function chosen(name) { return document.querySelector(`input[name=${name}]:checked`).value; }
 
@@ -298,7 +302,7 @@ async function updatePrice() {
     // The server prices the work (pixels x frames x steps); the button shows its answer, never its own sum.
     const query = new URLSearchParams({ duration: chosen("duration"), fps: chosen("fps"), steps: $("steps").value });
     const quote = await api(`/v1/quote?${query}`);
-    if (ticket === priceRequest) $("price").textContent = quote.price;
+    if (ticket === priceRequest) $("price").textContent = quote.price * variations();
   } catch (err) { /* the button keeps the last price */ }
 }
 
@@ -329,13 +333,18 @@ $("job-form").addEventListener("submit", async (e) => {
   form.append("interpolator", $("interpolator").value);
   form.append("stabilize", $("stabilize").checked ? "true" : "false");
   if ($("preset").value) form.append("preset", $("preset").value);
+  if (variations() > 1) form.append("variations", String(variations()));
   $("generate").disabled = true;
   try {
-    const job = await api("/v1/jobs", { method: "POST", body: form });
+    const answer = await api("/v1/jobs", { method: "POST", body: form });
+    const jobs = answer.batch ? answer.batch.jobs : [answer];  // a batch's jobs in seed order
+    const job = jobs[0];
     state.current = job.id;
     showProgress(job);
-    upsertCard(job, true);
-    follow(job);
+    for (const each of [...jobs].reverse()) {  // prepended: the first seed ends up first
+      upsertCard(each, true);
+      follow(each);
+    }
     refreshAccount().catch(() => null);
   } catch (err) {
     $("form-error").textContent = err.message;

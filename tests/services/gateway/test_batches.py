@@ -208,3 +208,13 @@ def test_an_index_from_before_batches_gains_the_column(tmp_path: Path) -> None:
     index = JobsIndex(path)
     assert index.add_batch_if_room(_batch("b1", ["j000001", "j000002"]), 2) is None
     assert [v.params.seed for v in index.batch("a", "b1")] == [0, 1]
+
+
+async def test_prefer_wait_holds_a_batch_until_all_end_or_the_time_passes(gateway: RunningGateway) -> None:
+    _, key = gateway.account(1000)
+    async with gateway.client(key) as client:
+        # No stage runs here: neither job ends, so after the wait the answer is 202 with the batch as it stands.
+        response = await client.post("/v1/jobs", json=as_json(variations=2), headers={"Prefer": "wait=1"})
+        assert response.status_code == 202, response.text
+        assert response.headers["preference-applied"] == "wait=1"
+        assert [job["status"] for job in response.json()["batch"]["jobs"]] == ["queued", "queued"]
