@@ -1,13 +1,13 @@
 """Presets: the knobs a picture calls for, chosen from what it shows, with a reason for each.
 
 A preset (``portrait``, ``landscape``, ``product``, or ``auto`` to pick one) fills only the parameters the
-user left unset: a parameter given explicitly always wins. The cues are colour and texture statistics
-of a small copy of the picture, read in milliseconds with OpenCV:
+user left unset: a parameter given explicitly always wins. The cues are read with OpenCV from a small
+copy of the picture (about 70 ms of CPU, most of it the face cascades):
 
-* a face: the largest skin-toned region that is face-shaped (an upright oval that fills 45-85 % of its
-  box and does not run off the top or the sides) and holds two or more features in its upper part (eyes,
-  brows). The pinned OpenCV 5 wheel has neither ``CascadeClassifier`` nor the Haar cascade files, so
-  skin tone, shape and features stand in for a face detector;
+* a face: the largest face box OpenCV's Haar cascades find (frontal, also turned 20 degrees either way
+  for a tilted head, and profile facing either side) whose middle is mostly skin-toned: the skin check cuts the
+  cascades' hits on cars, walls and cartoon fur. The cascades ship in the opencv-python-headless 4 wheel;
+  5.0 dropped ``CascadeClassifier`` and the cascade files from it;
 * sky (blue, or bright and grey, and smooth) in the upper half; water (blue, any texture) in the lower
   half; greenery (green and textured: leaves, grass) anywhere;
 * a plain background: the share of the border band within a small colour distance of its median.
@@ -17,11 +17,14 @@ job records the preset applied (``auto`` is recorded as the one it picked) and t
 """
 
 import io
+import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import cv2
 import numpy as np
+from cv2.data import haarcascades
 from numpy.typing import NDArray
 from PIL import Image
 
@@ -34,8 +37,10 @@ Chosen = Literal["portrait", "landscape", "product"]
 CUE_SIDE = 256
 """Longest side the cues are read at: statistics of regions, not detail, so a small copy says as much."""
 FACE_MIN_SHARE = 0.02
-"""Smallest share of the picture a face-like region must cover to make it a portrait (a face far off
-in a landscape does not)."""
+"""Smallest share of the picture a face box must cover to make it a portrait (a face far off in a
+landscape does not); also the smallest face the cascades look for."""
+FACE_SKIN_SHARE = 0.4
+"""Share of a face box's middle that must be skin-toned for the box to count as a face."""
 PLAIN_BORDER_SHARE = 0.85
 """Share of the border that must be one colour for a plain (studio) background."""
 SKY_SHARE, WATER_SHARE, GREENERY_SHARE = 0.25, 0.25, 0.20
@@ -48,6 +53,11 @@ about what JPEG noise and a soft studio gradient move a plain backdrop."""
 _MIN_FPS = 4
 """The lowest fps GenerationParams takes."""
 _SMOOTH, _TEXTURED = 6.0, 4.0
+_FACE_TILTS = (0.0, 20.0, -20.0)
+"""Angles the frontal cascade also reads the picture at: it misses heads tilted by more than about 15
+degrees (the carphone clip's second half)."""
+_FACE_NEIGHBOURS = 5
+"""Overlapping hits a cascade needs to report a face: 3 lets street scenes through, 8 loses tilted faces."""
 """Local standard deviation of grey (7x7) below which sky is smooth, above which greenery is foliage."""
 
 PORTRAIT: dict[str, Any] = {"motion_bucket_id": 60, "augmentation_level": 0.1, "cfg_scale": 2.0}
@@ -68,7 +78,7 @@ class Cues:
     """What the picture shows, each as a share from 0 to 1."""
 
     face: float
-    """Share of the picture the largest face-like skin-toned region covers; 0 when there is none."""
+    """Share of the picture the largest face box (Haar cascades, skin-toned in its middle) covers; 0 when none."""
     sky: float
     """Share of the upper half that is sky: blue, or bright and grey, and smooth."""
     water: float
@@ -171,7 +181,7 @@ def resolve_preset(picture: Picture, params: GenerationParams, video_size: tuple
 
 def _pick(cues: Cues) -> tuple[Chosen, str]:
     if cues.face >= FACE_MIN_SHARE:
-        return "portrait", f"a face (a skin-toned oval with eyes) covers {cues.face:.0%} of the picture"
+        return "portrait", f"a face (OpenCV's Haar face cascades) covers {cues.face:.0%} of the picture"
     if cues.plain_border >= PLAIN_BORDER_SHARE:
         return "product", f"the background is plain: {cues.plain_border:.0%} of the border is one colour"
     seen = _landscape_cues(cues)
@@ -274,40 +284,71 @@ def _local_deviation(gray: NDArray[np.uint8]) -> NDArray[np.float32]:
     return np.sqrt(np.maximum(mean_of_squares - mean * mean, 0.0)).astype(np.float32)
 
 
+class _Cascade:
+    """One of the Haar cascades the OpenCV wheel ships, loaded on first use. A ``CascadeClassifier``
+    keeps the picture it scans in itself, so one lock guards both the load and each scan."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._classifier: cv2.CascadeClassifier | None = None
+
+    def boxes(self, gray: NDArray[np.uint8], side: int) -> list[tuple[int, int, int, int]]:
+        """(left, top, width, height) of each face at least ``side`` pixels wide in ``gray``."""
+        with self._lock:
+            if self._classifier is None:
+                path = str(Path(haarcascades) / self._name)
+                classifier = cv2.CascadeClassifier(path)
+                if classifier.empty():
+                    raise RuntimeError(
+                        f"cannot load OpenCV's face cascade {path}: is opencv-python-headless 4 installed?"
+                    )
+                self._classifier = classifier
+            found = self._classifier.detectMultiScale(
+                gray, scaleFactor=1.1, minNeighbors=_FACE_NEIGHBOURS, minSize=(side, side)
+            )
+        return [(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+
+
+_FRONTAL = _Cascade("haarcascade_frontalface_default.xml")
+_PROFILE = _Cascade("haarcascade_profileface.xml")
+
+
 def _face_share(rgb: Picture) -> float:
-    """Share of the picture covered by the largest face-like skin-toned region, 0 when none is."""
+    """Share of the picture covered by the largest face box whose middle is skin-toned, 0 when none is."""
     height, width = rgb.shape[:2]
-    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    luma, cr, cb = ycc[..., 0], ycc[..., 1], ycc[..., 2]
-    # Skin of every complexion falls in one chroma box (Chai and Ngan's Cr 133-173, Cb 77-127); luma only
-    # leaves out the darkest shadows, whose chroma says nothing.
-    skin = ((cr >= 133) & (cr <= 173) & (cb >= 77) & (cb <= 127) & (luma > 50)).astype(np.uint8)
-    skin = np.asarray(cv2.morphologyEx(skin, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8)), dtype=np.uint8)
-    count, labels, stats, _centroids = cv2.connectedComponentsWithStats(skin)
+    gray = np.asarray(cv2.equalizeHist(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)), dtype=np.uint8)
+    skin = _skin(rgb)
+    side = max(20, round((FACE_MIN_SHARE * width * height) ** 0.5))  # no smaller face could make a portrait
+    # Each view of the picture with the cascade that reads it; a box's skin is read in the same view.
+    views = [(_FRONTAL, _turned(gray, angle), _turned(skin, angle)) for angle in _FACE_TILTS]
+    # The profile cascade knows faces looking one way; the mirror image finds those looking the other.
+    views += [(_PROFILE, gray, skin), (_PROFILE, np.ascontiguousarray(gray[:, ::-1]), skin[:, ::-1])]
     best = 0.0
-    for index in range(1, count):
-        left, top, box_w, box_h, area = (int(v) for v in stats[index])
-        share = area / (width * height)
-        # A face is an upright oval (it fills about pi/4 of its box) that the frame holds at the top and
-        # sides; a neck may run off the bottom. Walls, roads and sand run off an edge or fill their box.
-        face_shaped = 0.5 <= box_w / box_h <= 1.25 and 0.45 <= area / (box_w * box_h) <= 0.85
-        inside = left > 0 and top > 0 and left + box_w < width
-        if share > best and share <= 0.6 and face_shaped and inside and _has_eyes(labels == index, top, box_h):
-            best = share
+    for cascade, view, view_skin in views:
+        for left, top, box_w, box_h in cascade.boxes(view, side):
+            middle = view_skin[top + box_h // 5 : top + box_h * 4 // 5, left + box_w // 5 : left + box_w * 4 // 5]
+            if middle.mean() >= FACE_SKIN_SHARE:
+                best = max(best, box_w * box_h / (width * height))
     return best
 
 
-def _has_eyes(region: NDArray[np.bool_], top: int, box_h: int) -> bool:
-    """Whether the skin region holds two or more features (holes of other colours) in the upper 60 %
-    of its box: eyes and brows, which a skin-toned wall, sign or rock lacks."""
-    outline, _hierarchy = cv2.findContours(region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    filled = np.zeros(region.shape, np.uint8)
-    cv2.drawContours(filled, outline, -1, 1, thickness=-1)
-    holes = ((filled > 0) & ~region).astype(np.uint8)
-    count, _labels, stats, centroids = cv2.connectedComponentsWithStats(holes)
-    upper = top + 0.6 * box_h
-    features = [i for i in range(1, count) if stats[i][cv2.CC_STAT_AREA] >= 2 and centroids[i][1] < upper]
-    return len(features) >= 2
+def _skin(rgb: Picture) -> NDArray[np.uint8]:
+    """1 where a pixel is skin-toned: skin of every complexion falls in one chroma box (Chai and Ngan's
+    Cr 133-173, Cb 77-127); luma only leaves out the darkest shadows, whose chroma says nothing."""
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    luma, cr, cb = ycc[..., 0], ycc[..., 1], ycc[..., 2]
+    return ((cr >= 133) & (cr <= 173) & (cb >= 77) & (cb <= 127) & (luma > 50)).astype(np.uint8)
+
+
+def _turned(plane: NDArray[np.uint8], angle: float) -> NDArray[np.uint8]:
+    """``plane`` turned ``angle`` degrees anticlockwise about its centre, its corners filled from its edges."""
+    if angle == 0:
+        return plane
+    height, width = plane.shape
+    turn = cv2.getRotationMatrix2D((width / 2, height / 2), angle, 1.0)
+    turned = cv2.warpAffine(plane, turn, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return np.asarray(turned, dtype=np.uint8)
 
 
 def _plain_border(rgb: Picture) -> float:

@@ -58,13 +58,20 @@ def test_the_harbour_shows_sky_above_and_water_below_and_no_face_or_plain_backgr
 
 
 def test_the_carphone_face_is_found_in_nearly_every_frame_and_gone_when_covered() -> None:
-    frames = carphone(every=3)
+    frames = carphone(every=3)  # upright and, in the second half, tilted by 15-25 degrees
     found = [picture_cues(frame).face for frame in frames]
-    assert sum(share >= FACE_MIN_SHARE for share in found) >= 0.9 * len(frames)
+    assert sum(share >= FACE_MIN_SHARE for share in found) >= 0.95 * len(frames)
     assert all(share < 0.3 for share in found)  # the face, not the car around it
     covered = frames[0].copy()
     covered[20:115, 55:125] = frames[0][5, 5]  # the car's interior colour over the head
     assert picture_cues(covered).face == 0
+
+
+def test_a_face_box_that_is_not_skin_toned_is_not_a_face() -> None:
+    # The cascades read grey, so a grey copy of the face still matches them; the skin check turns it down.
+    grey = np.repeat(face().mean(axis=2, keepdims=True), 3, axis=2).astype(np.uint8)
+    assert picture_cues(face()).face >= FACE_MIN_SHARE
+    assert picture_cues(grey).face == 0
 
 
 def test_skin_toned_streets_and_signs_in_the_bikes_clip_are_not_faces() -> None:
