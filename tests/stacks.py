@@ -2,6 +2,8 @@
 `i2v stack up` (a killed service comes back), a job client bound to it, and `i2v generate` as a user runs it."""
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -15,6 +17,7 @@ from services.stack.embedded import EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[1]
 HARBOR = ROOT / "examples" / "harbor.png"
+I2V = Path(sys.executable).parent / "i2v"
 
 # A short ack deadline so a killed worker's command comes back quickly; heartbeats keep live work alive.
 FAST_REDELIVERY = {"I2V_ACK_WAIT_S": "4", "I2V_HEARTBEAT_S": "1"}
@@ -63,3 +66,41 @@ def run_generate(out: Path, *options: str, env: Mapping[str, str]) -> "subproces
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
+
+
+def clean_env(**i2v: str) -> dict[str, str]:
+    """This process's environment without any I2V_ variable, plus ``i2v``: a stack's commands then find it from
+    ./.i2v alone."""
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("I2V_")}, **i2v}
+
+
+@contextlib.contextmanager
+def stack_up(folder: Path, *options: str, env: Mapping[str, str]) -> Iterator[list[str]]:
+    """`i2v stack up` in the foreground in ``folder``: yields the lines it printed up to `stack up ...`, then
+    stops it with Ctrl-C and adds the rest of its output to the same list; fails the test unless it printed
+    `stack up` within 3 minutes, and unless it exited 0 with `stopped`."""
+    up = subprocess.Popen(
+        [str(I2V), "stack", "up", *options],
+        cwd=folder,
+        env=dict(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert up.stdout is not None
+        deadline = time.monotonic() + 180
+        for line in up.stdout:
+            lines.append(line.rstrip())
+            if line.startswith("stack up"):
+                break
+            assert time.monotonic() < deadline, lines
+        assert lines and lines[-1].startswith("stack up"), lines
+        yield lines
+    finally:
+        up.send_signal(signal.SIGINT)
+        rest, _ = up.communicate(timeout=60)
+        lines += rest.splitlines()
+    assert up.returncode == 0, lines[-20:]
+    assert "stopped" in lines, lines[-20:]

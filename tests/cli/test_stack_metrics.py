@@ -1,10 +1,6 @@
 """`i2v stack up` prints one `metrics <service>: URL` line per process; after a job, every process answers
 /healthz and /readyz, and its /metrics holds the stage it ran, the job billing settled and its queues."""
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,11 +10,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.stack.embedded import SERVICES, WITH_GATEWAY
 from services.stack.state_file import read_stack_file
-from tests.stacks import run_generate
+from tests.stacks import clean_env, run_generate, stack_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-I2V = Path(sys.executable).parent / "i2v"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -38,19 +33,8 @@ def sample(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def test_every_process_serves_health_and_metrics_of_a_job(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
-    up = subprocess.Popen(
-        [str(I2V), "stack", "up"], cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    lines: list[str] = []
-    try:
-        assert up.stdout is not None
-        deadline = time.monotonic() + 180
-        for line in up.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("stack up"):
-                break
-            assert time.monotonic() < deadline, lines
+    clean = clean_env()
+    with stack_up(tmp_path, env=clean) as lines:
         metrics = {
             name: url
             for name, _, url in (
@@ -91,8 +75,3 @@ def test_every_process_serves_health_and_metrics_of_a_job(tmp_path: Path) -> Non
         assert not [
             n for n in WITH_GATEWAY if any(k[0] == "i2v_gpu_memory_allocated_bytes" for k in scrape(metrics[n]))
         ]
-    finally:
-        up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
-        lines += rest.splitlines()
-    assert up.returncode == 0, lines[-20:]

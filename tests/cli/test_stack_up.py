@@ -2,12 +2,8 @@
 exported variable; `i2v generate --nats --s3` against it with a checkpoint *folder* (the real loading code:
 the tiny model saved with save_pretrained); then Ctrl-C stops everything and the stack's file is gone."""
 
-import os
-import signal
 import stat
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import av
@@ -15,34 +11,21 @@ import pytest
 
 from pipeline.models import build_tiny_svd
 from services.stack.state_file import read_stack_file, stack_file
-from tests.stacks import run_generate
+from tests.stacks import I2V, clean_env, run_generate, stack_up
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-I2V = Path(sys.executable).parent / "i2v"
 
 
 def test_stack_up_serves_the_other_commands_and_generate_then_stops_cleanly(tmp_path: Path) -> None:
     checkpoint = tmp_path / "svd-tiny-folder"
     build_tiny_svd().save_pretrained(checkpoint)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("I2V_")}
-    up = subprocess.Popen(
-        [str(I2V), "stack", "up"], cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    clean = clean_env()
 
     def i2v(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([str(I2V), *argv], cwd=tmp_path, env=clean, capture_output=True, text=True, timeout=120)
 
-    lines: list[str] = []
     state = tmp_path / ".i2v"
-    try:
-        assert up.stdout is not None
-        deadline = time.monotonic() + 180
-        for line in up.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("stack up"):
-                break
-            assert time.monotonic() < deadline, lines
+    with stack_up(tmp_path, env=clean) as lines:
         settings = read_stack_file(state)
         assert settings is not None, lines
         assert {"I2V_NATS_URL", "I2V_S3_ENDPOINT", "I2V_S3_ACCESS_KEY", "I2V_S3_SECRET_KEY"} <= settings.keys()
@@ -79,12 +62,6 @@ def test_stack_up_serves_the_other_commands_and_generate_then_stops_cleanly(tmp_
         )
         with av.open(str(out)) as container:
             assert len(list(container.decode(video=0))) == 8
-    finally:
-        up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
-        lines += rest.splitlines()
-    assert up.returncode == 0, lines[-20:]
-    assert "stopped" in lines
     assert not stack_file(state).exists()
     # Secrets stay in the owner-only file: not on the console (a stack.log), not in any log of the state folder.
     secrets = {settings["I2V_S3_SECRET_KEY"], settings["I2V_NATS_PASSWORD"]}

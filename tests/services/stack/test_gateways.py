@@ -1,23 +1,14 @@
 """`i2v stack up --gateways N`: several gateway processes on one PostgreSQL jobs index, each printed with
 its URL; refused in one line where the index is SQLite (a file serves one gateway)."""
 
-import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-
-I2V = Path(sys.executable).parent / "i2v"
-
-
-def _clean_env(**i2v: str) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if not k.startswith("I2V_")}, **i2v}
+from tests.stacks import I2V, clean_env, stack_up
 
 
 @pytest.mark.parametrize("gateways", ["2", "0"])
@@ -25,7 +16,7 @@ def test_stack_up_refuses_gateways_it_cannot_run_in_one_line_and_starts_nothing(
     done = subprocess.run(
         [str(I2V), "stack", "up", "--gateways", gateways],
         cwd=tmp_path,
-        env=_clean_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -53,27 +44,11 @@ def test_a_stack_of_several_gateways_on_sqlite_is_refused_whatever_the_ledger(tm
 @pytest.mark.slow
 @pytest.mark.integration
 def test_stack_up_with_two_gateways_on_postgresql_prints_and_serves_both(tmp_path: Path, pg_dsn: str) -> None:
-    up = subprocess.Popen(
-        [str(I2V), "stack", "up", "--gateways", "2"],
-        cwd=tmp_path,
-        env=_clean_env(I2V_LEDGER_DSN=pg_dsn),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    try:
-        assert up.stdout is not None
-        deadline = time.monotonic() + 180
-        for line in up.stdout:
-            lines.append(line.rstrip())
-            if line.startswith("stack up"):
-                break
-            assert time.monotonic() < deadline, lines
+    with stack_up(tmp_path, "--gateways", "2", env=clean_env(I2V_LEDGER_DSN=pg_dsn)) as lines:
         urls = [line.removeprefix("web page and API: ") for line in lines if line.startswith("web page and API: ")]
         assert len(urls) == 2 and len(set(urls)) == 2, lines
         key = subprocess.run(
-            [str(I2V), "accounts", "key", "local"], cwd=tmp_path, env=_clean_env(), capture_output=True, text=True
+            [str(I2V), "accounts", "key", "local"], cwd=tmp_path, env=clean_env(), capture_output=True, text=True
         )
         assert key.returncode == 0, key.stderr
         api_key = key.stdout.split()[-1]
@@ -84,9 +59,3 @@ def test_stack_up_with_two_gateways_on_postgresql_prints_and_serves_both(tmp_pat
             assert account.status_code == 200, account.text
             assert account.json()["active_jobs"] == 0
         assert any(line.startswith("metrics gateway-2: ") for line in lines), lines
-    finally:
-        up.send_signal(signal.SIGINT)
-        rest, _ = up.communicate(timeout=60)
-        lines += rest.splitlines()
-    assert up.returncode == 0, lines[-20:]
-    assert "stopped" in lines
