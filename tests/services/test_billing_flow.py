@@ -42,6 +42,7 @@ from services.latent.app import build_app as build_latent
 from services.mux.app import build_app as build_mux
 from tests.services.bus_helpers import TEST_BILLING_SECRET, Tail, consumer_drained, has, settings_for
 from tests.services.job_messages import completed
+from tests.services.sql_backends import SQL_BACKENDS, sql_target
 
 pytestmark = pytest.mark.integration
 
@@ -155,12 +156,9 @@ async def test_reserved_jobs_go_to_latent_then_are_captured_or_refunded(
     assert ledger.reconcile() == []
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=SQL_BACKENDS)
 def ledger_target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "shared-ledger.sqlite3")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
+    return sql_target(request, tmp_path / "shared-ledger.sqlite3")
 
 
 async def test_fifty_simultaneous_jobs_against_points_for_ten_reserve_exactly_ten(

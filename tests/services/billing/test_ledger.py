@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import sqlite3
 import threading
@@ -31,8 +30,7 @@ from services.billing.ledger import (
     UnknownAccountError,
     open_ledger,
 )
-
-PG_SERVER = os.environ.get("I2V_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.services.sql_backends import SQL_BACKENDS, sql_target
 
 # 16 points is the price of a 2 s clip at 8 fps, 25 steps at 256x192; ten of them exhaust 160.
 PRICE = price_points(GenerationParams(duration=2, fps=8), 256, 192)
@@ -45,13 +43,10 @@ T = TypeVar("T")
 # --- fixtures -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(params=SQL_BACKENDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """What ``open_ledger`` is given: a SQLite path in a folder that does not exist yet, or a DSN."""
-    if request.param == "sqlite":
-        return str(tmp_path / "billing" / "ledger.db")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
+    return sql_target(request, tmp_path / "billing" / "ledger.db")
 
 
 @pytest.fixture

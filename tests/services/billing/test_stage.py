@@ -16,15 +16,15 @@ from services.billing.ledger import SqlLedger, open_ledger
 from services.billing.seal import ReservationSeal
 from services.billing.stage import BillingStage
 from tests.services.job_messages import completed
+from tests.services.sql_backends import SQL_BACKENDS, sql_target
 
 PRICE = price_points(GenerationParams(duration=2, fps=8), 128, 64)
 SEAL = ReservationSeal(b"a test billing secret")
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(params=SQL_BACKENDS)
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> SqlLedger:
-    target = str(tmp_path / "ledger.sqlite3") if request.param == "sqlite" else request.getfixturevalue("pg_dsn")
-    books = open_ledger(target)
+    books = open_ledger(sql_target(request, tmp_path / "ledger.sqlite3"))
     books.create_account("alice", 100)
     return books
 

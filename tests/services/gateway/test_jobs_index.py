@@ -19,19 +19,17 @@ from contracts.params import GenerationParams
 from contracts.stages import Stage
 from services.gateway.jobs_index import _VIEW, Idempotency, IdempotencyKeyUsedError, IndexInUseError, JobsIndex
 from services.gateway.progress import JobView, job_id_of
+from tests.services.sql_backends import SQL_BACKENDS, sql_target
 
 T = TypeVar("T")
 JOBS = [f"j{n:012d}" for n in range(1, 7)]
 SUBMITTED = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.integration)])
+@pytest.fixture(params=SQL_BACKENDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """What ``JobsIndex`` is given: a SQLite path in a folder that does not exist yet, or a DSN."""
-    if request.param == "sqlite":
-        return str(tmp_path / "gateway" / "jobs.sqlite3")
-    dsn: str = request.getfixturevalue("pg_dsn")
-    return dsn
+    return sql_target(request, tmp_path / "gateway" / "jobs.sqlite3")
 
 
 def _spec(job_id: str, account: str = "a") -> JobSpec:

@@ -7,13 +7,12 @@ from pathlib import Path
 import pytest
 
 from services.billing.ledger import UnknownAccountError, WebhookAttempt, open_ledger
+from tests.services.sql_backends import SQL_BACKENDS, sql_target
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=SQL_BACKENDS)
 def dsn(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "ledger.sqlite3")
-    return str(request.getfixturevalue("pg_dsn"))
+    return sql_target(request, tmp_path / "ledger.sqlite3")
 
 
 def _attempt(n: int, outcome: str = "retrying", job_id: str = "job-log-1") -> WebhookAttempt:
