@@ -4,18 +4,15 @@ gateway's page; the gateway's own pages run under their Content-Security-Policy 
 
 import http.server
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright
 
-from infra.nats_server import NatsServer
-from infra.objectstore import S3ObjectStore
 from infra.ports import LOOPBACK, free_port
-from infra.seaweed import SeaweedS3
 from tests.browser.page_driver import CHROMIUM, CHROMIUM_ARGS
-from tests.services.gateway.conftest import RunningGateway, running_gateway
+from tests.services.gateway.conftest import RunningGateway
 
 pytestmark = [
     pytest.mark.slow,
@@ -47,20 +44,6 @@ def evil_page(gateway_url: str) -> bytes:
     return f"""<!doctype html><html><body>
 <iframe id="framed" src="{gateway_url}/"></iframe>
 </body></html>""".encode()
-
-
-@pytest.fixture(scope="module")
-def nats_for_browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("browser-nats")) as server:
-        yield server
-
-
-@pytest.fixture
-async def gateway(
-    tmp_path: Path, nats_for_browser: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
-) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(tmp_path, nats_for_browser, seaweed, object_store) as running:
-        yield running
 
 
 @pytest.fixture

@@ -2,18 +2,14 @@
 gateway's Content-Security-Policy with no console error and no request leaving the gateway's origin, and
 "Try it out" with the API key under "Authorize" reaches the API."""
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Page, Request, async_playwright
 
-from infra.nats_server import NatsServer
-from infra.objectstore import S3ObjectStore
-from infra.seaweed import SeaweedS3
 from tests.browser.page_driver import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
-from tests.services.gateway.conftest import RunningGateway, running_gateway
+from tests.services.gateway.conftest import RunningGateway
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,20 +23,6 @@ VIOLATIONS = (
     "document.addEventListener('securitypolicyviolation', (e) =>"
     " window.__violations = [...(window.__violations || []), e.violatedDirective + ' ' + e.blockedURI]);"
 )
-
-
-@pytest.fixture(scope="module")
-def nats_for_docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    with NatsServer(tmp_path_factory.mktemp("docs-nats")) as server:
-        yield server
-
-
-@pytest.fixture
-async def gateway(
-    tmp_path: Path, nats_for_docs: NatsServer, seaweed: SeaweedS3, object_store: S3ObjectStore
-) -> AsyncIterator[RunningGateway]:
-    async with running_gateway(tmp_path, nats_for_docs, seaweed, object_store) as running:
-        yield running
 
 
 async def test_swagger_ui_renders_the_document_from_the_gateway_alone(gateway: RunningGateway) -> None:
