@@ -3,7 +3,6 @@ SameSite=Strict cookie goes along) can neither submit a job with the visitor's s
 gateway's page; the gateway's own pages run under their Content-Security-Policy without a violation."""
 
 import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ from playwright.async_api import async_playwright
 
 from infra.ports import LOOPBACK, free_port
 from tests.browser.page_driver import CHROMIUM, CHROMIUM_ARGS
+from tests.http_serving import serving
 from tests.services.gateway.conftest import RunningGateway
 
 pytestmark = [
@@ -61,14 +61,8 @@ def other_site(gateway: RunningGateway) -> Iterator[str]:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer((LOOPBACK, free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(http.server.ThreadingHTTPServer((LOOPBACK, free_port()), Handler)) as server:
         yield f"http://{LOOPBACK}:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_another_origin_of_the_same_site_cannot_use_the_session(gateway: RunningGateway, other_site: str) -> None:

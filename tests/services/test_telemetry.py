@@ -2,7 +2,6 @@
 file. The collector is our own: a standard-library HTTP server on loopback."""
 
 import json
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +14,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from infra.ports import LOOPBACK
 from services.telemetry import tracer_provider
+from tests.http_serving import serving
 
 
 class Collector(ThreadingHTTPServer):
@@ -48,15 +48,8 @@ class _Receive(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def collector() -> Iterator[Collector]:
-    server = Collector()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Collector()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 def test_spans_go_to_the_otlp_endpoint_and_the_file(

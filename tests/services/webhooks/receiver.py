@@ -11,6 +11,8 @@ from typing import Any
 
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from tests.http_serving import serving
+
 
 @dataclass(frozen=True)
 class Received:
@@ -66,13 +68,6 @@ def receiving(secret: Callable[[], str], fail_first: int = 0) -> Iterator[Receiv
         def log_message(self, *_args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/i2v?src=test"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as server:
+        receiver.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/i2v?src=test"
         yield receiver
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
