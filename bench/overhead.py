@@ -18,14 +18,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import denoise  # noqa: E402
-
 
 def direct_job(image_bytes: bytes, params: "GenerationParams") -> int:  # type: ignore[name-defined]  # noqa: F821
     """The whole job in this process: prepare, denoise, decode, interpolate, encode. Returns MP4 size."""
     from pipeline.decode import decode_latents, frames_to_uint8
     from pipeline.image import prepare_image
     from pipeline.interpolate import interpolate_to_count
+    from pipeline.latents import generate_latents_for
     from pipeline.models import load_pipeline, model_defaults, pick_device
     from pipeline.video import encode_mp4, make_poster
 
@@ -33,7 +32,9 @@ def direct_job(image_bytes: bytes, params: "GenerationParams") -> int:  # type: 
     device, dtype = pick_device()
     pipe = load_pipeline(params.model, device, dtype)
     prepared = prepare_image(image_bytes, model_size=(defaults.width, defaults.height))
-    latents = denoise(pipe, prepared, params)
+    latents = generate_latents_for(
+        pipe, prepared.image, params, width=prepared.width, height=prepared.height, num_frames=defaults.native_frames
+    )
     frames = frames_to_uint8(decode_latents(pipe.vae, latents, num_frames=defaults.native_frames, chunk_size=8))
     video = interpolate_to_count(frames, params.frame_count)
     mp4 = encode_mp4(video, params.fps)

@@ -27,7 +27,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.common import denoise  # noqa: E402
 from contracts.params import GenerationParams  # noqa: E402
 
 TERMINAL = ("JobCompleted", "JobFailed", "JobRejected", "JobCancelled")
@@ -43,6 +42,7 @@ def one_process_job(pipe: Any, image_bytes: bytes, params: GenerationParams, par
     """One job as the stages do it, in this process, adding each part's seconds to ``parts``."""
     from pipeline.decode import decode_latents, frames_to_uint8
     from pipeline.image import prepare_image
+    from pipeline.latents import generate_latents_for
     from pipeline.models import model_defaults
     from pipeline.render import render
     from pipeline.video import encode_video, make_poster, probe_video, video_mismatch
@@ -58,7 +58,9 @@ def one_process_job(pipe: Any, image_bytes: bytes, params: GenerationParams, par
 
     prepared = prepare_image(image_bytes, model_size=(defaults.width, defaults.height))
     lap("prepare")
-    latents = denoise(pipe, prepared, params)
+    latents = generate_latents_for(
+        pipe, prepared.image, params, width=prepared.width, height=prepared.height, num_frames=defaults.native_frames
+    )
     lap("denoise")
     native = frames_to_uint8(decode_latents(pipe.vae, latents, num_frames=defaults.native_frames, chunk_size=8))
     lap("vae decode")

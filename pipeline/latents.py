@@ -10,6 +10,7 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 
+from contracts.params import GenerationParams
 from pipeline.previews import PreviewTap
 
 StepCallback = Callable[[int, int], None]
@@ -149,3 +150,34 @@ def generate_latents(
     if not isinstance(latents, torch.Tensor):
         raise TypeError(f"the pipeline returned {type(latents).__name__} for output_type='latent', not a tensor")
     return latents.detach().to(device="cpu", dtype=torch.float32)
+
+
+def generate_latents_for(
+    pipe: StableVideoDiffusionPipeline,
+    image: PIL.Image.Image,
+    params: GenerationParams,
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    on_step: StepCallback | None = None,
+    previews: PreviewTap | None = None,
+) -> torch.Tensor:
+    """:func:`generate_latents` with the knobs a job's ``params`` hold; the fps conditioning is the job's own or,
+    by default, the native frames spread over its duration."""
+    return generate_latents(
+        pipe,
+        image,
+        width=width,
+        height=height,
+        num_frames=num_frames,
+        steps=params.steps,
+        cfg_scale=params.cfg_scale,
+        motion_bucket_id=params.motion_bucket_id,
+        augmentation_level=params.augmentation_level,
+        fps_cond=params.fps_conditioning or fps_conditioning(num_frames, params.duration),
+        seed=params.seed,
+        on_step=on_step,
+        min_cfg=params.min_cfg,
+        previews=previews,
+    )

@@ -92,7 +92,7 @@ class LatentStage:
             progress(params.steps, params.steps)
             ref = self._store.put(key, frames_to_bytes(frames), LATENTS_CONTENT_TYPE)
             return ready(ref)
-        from pipeline.latents import fps_conditioning, generate_latents
+        from pipeline.latents import generate_latents_for
 
         pipe = self._pipeline(params.model)
 
@@ -105,20 +105,14 @@ class LatentStage:
 
         # 3. Denoise with the job's seed; the CPU generator makes the noise the same on any device.
         with preview_tap(self._store, job, attempt, announce, self._preview_interval_s) as previews:
-            latents = generate_latents(
+            latents = generate_latents_for(
                 pipe,
                 image,
+                params,
                 width=cmd.width,
                 height=cmd.height,
                 num_frames=native_frames,
-                steps=params.steps,
-                cfg_scale=params.cfg_scale,
-                motion_bucket_id=params.motion_bucket_id,
-                augmentation_level=params.augmentation_level,
-                fps_cond=params.fps_conditioning or fps_conditioning(native_frames, params.duration),
-                seed=params.seed,
                 on_step=on_step,
-                min_cfg=params.min_cfg,
                 previews=previews,
             )
         data = latents_to_bytes(latents, {"job_id": job.job_id, "seed": str(params.seed), "model": params.model})

@@ -9,7 +9,8 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
     StableVideoDiffusionPipeline,
 )
 
-from pipeline.latents import fps_conditioning, generate_latents, pixel_multiple
+from contracts.params import GenerationParams
+from pipeline.latents import fps_conditioning, generate_latents, generate_latents_for, pixel_multiple
 from tests.pipeline.bad_images import noise
 from tests.pipeline.diffusers_reference import diffusers_reference
 
@@ -64,6 +65,23 @@ def test_fps_conditioning_rejects_nonsense(native_frames: int, duration_s: int, 
 
 
 # --- generate_latents -------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_jobs_latents_are_generate_latents_with_its_knobs(
+    pipe: StableVideoDiffusionPipeline, image: PIL.Image.Image
+) -> None:
+    job = GenerationParams(
+        steps=2, duration=2, cfg_scale=2.5, motion_bucket_id=90, augmentation_level=0.05, min_cfg=1.5, seed=42
+    )
+    knobs = params(steps=2, fps_cond=fps_conditioning(FRAMES, 2))
+    ours = generate_latents_for(pipe, image, job, width=WIDTH, height=HEIGHT, num_frames=FRAMES)
+    assert torch.equal(ours, generate_latents(pipe, image, **knobs, min_cfg=1.5))
+    # The job's own fps conditioning, when it has one, wins over the default.
+    own = generate_latents_for(
+        pipe, image, job.model_copy(update={"fps_conditioning": 9}), width=WIDTH, height=HEIGHT, num_frames=FRAMES
+    )
+    assert torch.equal(own, generate_latents(pipe, image, **{**knobs, "fps_cond": 9}, min_cfg=1.5))
 
 
 @pytest.mark.slow
