@@ -19,7 +19,7 @@ from contracts.stages import Stage
 from services.jobclient import JobHistory
 from services.stack.embedded import SERVICES, EmbeddedStack, parse_replicas
 from services.threads import split_among
-from tests.stacks import FAST_REDELIVERY, HARBOR, job_client
+from tests.stacks import HARBOR, job_client, supervised_stack
 
 
 def test_replicas_parse_as_service_equals_count() -> None:
@@ -77,22 +77,9 @@ def _environ_of(pid: int) -> dict[str, str]:
 @pytest.fixture
 def two_latents(tmp_path: Path) -> Iterator[EmbeddedStack]:
     """Latent twice, on a 4-thread budget, supervised as `i2v stack up` does."""
-    env = {**FAST_REDELIVERY, "I2V_THREADS": "4"}
-    with EmbeddedStack(tmp_path / "state", services=SERVICES, replicas={"latent": 2}, extra_env=env) as stack:
-        stop = threading.Event()
-
-        def supervise() -> None:
-            while not stop.is_set():
-                stack.supervise()
-                time.sleep(0.2)
-
-        supervisor = threading.Thread(target=supervise, daemon=True)
-        supervisor.start()
-        try:
-            yield stack
-        finally:
-            stop.set()
-            supervisor.join()
+    env = {"I2V_THREADS": "4"}
+    with supervised_stack(tmp_path / "state", env, services=SERVICES, replicas={"latent": 2}) as stack:
+        yield stack
 
 
 def _run_jobs(
