@@ -4,20 +4,19 @@ gateway's page; the gateway's own pages run under their Content-Security-Policy 
 
 import http.server
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import async_playwright
 
 from infra.ports import LOOPBACK, free_port
-from tests.browser.page_driver import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.page_driver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 from tests.http_serving import serving
 from tests.services.gateway.conftest import RunningGateway
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 PNG = (

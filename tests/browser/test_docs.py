@@ -2,19 +2,18 @@
 gateway's Content-Security-Policy with no console error and no request leaving the gateway's origin, and
 "Try it out" with the API key under "Authorize" reaches the API."""
 
-from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Page, Request, async_playwright
 
-from tests.browser.page_driver import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.browser.page_driver import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 from tests.services.gateway.conftest import RunningGateway
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+    NEEDS_CHROMIUM,
 ]
 
 SUBMIT = '.opblock.opblock-post:has(.opblock-summary-path[data-path="/v1/jobs"])'

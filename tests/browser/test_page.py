@@ -4,17 +4,15 @@ the web page in real headless Chromium (Debian's `chromium`)."""
 import asyncio
 import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from services.billing.ledger import open_ledger
 from services.gateway.auth import hash_api_key, new_api_key
-from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
+from services.stack.embedded import EmbeddedStack
 from tests.browser.page_driver import (
-    CHROMIUM,
+    NEEDS_CHROMIUM,
     ROOT,
     cancel_then_run_again,
     generate_through_page,
@@ -26,12 +24,6 @@ from tests.browser.page_driver import (
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 HARBOR = ROOT / "examples" / "harbor.png"
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(tmp_path_factory.mktemp("stack"), services=WITH_GATEWAY) as running:
-        yield running
 
 
 def api_key(stack: EmbeddedStack, points: int) -> str:
@@ -73,7 +65,7 @@ def test_api_end_to_end_with_the_tiny_model(stack: EmbeddedStack) -> None:
     asyncio.run(run())
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@NEEDS_CHROMIUM
 def test_the_page_generates_and_plays_a_video(stack: EmbeddedStack) -> None:
     run = generate_through_page(stack.gateway_url, api_key(stack, 100), HARBOR)
     assert run.price_label == "Generate · 10 points"
@@ -89,7 +81,7 @@ def test_the_page_generates_and_plays_a_video(stack: EmbeddedStack) -> None:
     print(json.dumps({"screenshots": [str(s) for s in run.screenshots], "percents": run.percents}))
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@NEEDS_CHROMIUM
 def test_the_page_follows_a_cancelled_job_run_again_to_its_video(stack: EmbeddedStack) -> None:
     run = cancel_then_run_again(stack.gateway_url, api_key(stack, 100), HARBOR)
     assert run.cancelled_title == "Cancelled"
@@ -100,7 +92,7 @@ def test_the_page_follows_a_cancelled_job_run_again_to_its_video(stack: Embedded
     assert all("401" in e for e in run.console_errors), run.console_errors
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@NEEDS_CHROMIUM
 def test_the_page_makes_an_animated_webp_and_shows_the_camera_it_read(stack: EmbeddedStack) -> None:
     run = generate_with_video_options(stack.gateway_url, api_key(stack, 100), HARBOR)
     assert run.media_tag == "IMG" and run.natural_width == 256  # an animated WebP plays in an <img>
@@ -110,7 +102,7 @@ def test_the_page_makes_an_animated_webp_and_shows_the_camera_it_read(stack: Emb
     assert all("401" in e for e in run.console_errors), run.console_errors
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@NEEDS_CHROMIUM
 def test_the_page_suggests_a_preset_after_upload_and_keeps_settings_across_reloads(stack: EmbeddedStack) -> None:
     run = suggest_use_and_reload(stack.gateway_url, api_key(stack, 100), HARBOR)
     preset, params = run.server["preset"], run.server["params"]
@@ -127,7 +119,7 @@ def test_the_page_suggests_a_preset_after_upload_and_keeps_settings_across_reloa
     assert all("401" in e for e in run.console_errors), run.console_errors
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium")
+@NEEDS_CHROMIUM
 def test_the_page_fixes_what_the_review_found(stack: EmbeddedStack) -> None:
     run = review_findings(stack.gateway_url, api_key(stack, 100), api_key(stack, 50), HARBOR)
     assert run.balance_while_running < run.balance_before and run.percent_while_running < 100

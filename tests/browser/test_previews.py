@@ -1,26 +1,17 @@
 """Live previews on the web page: the card shows the denoising's preview, then the video replaces it
 (`i2v stack up`'s stack with the gateway, headless Chromium)."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-from tests.browser.page_driver import CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
+from services.stack.embedded import EmbeddedStack
+from tests.browser.page_driver import NEEDS_CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
 from tests.browser.test_page import api_key
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+    NEEDS_CHROMIUM,
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(tmp_path_factory.mktemp("stack"), services=WITH_GATEWAY) as running:
-        yield running
 
 
 def test_the_card_shows_a_live_preview_until_the_video_replaces_it(stack: EmbeddedStack) -> None:

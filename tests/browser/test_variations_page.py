@@ -1,28 +1,19 @@
 """The page's Variations control in real headless Chromium on `i2v stack up`'s stack: the price shown is the
 quote times the count, one submit makes that many cards, each a job of consecutive seed."""
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 from contracts.params import MAX_SEED
-from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-from tests.browser.page_driver import CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
+from services.stack.embedded import EmbeddedStack
+from tests.browser.page_driver import NEEDS_CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
 from tests.browser.test_page import api_key
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.integration,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"),
+    NEEDS_CHROMIUM,
 ]
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedStack]:
-    with EmbeddedStack(tmp_path_factory.mktemp("stack"), services=WITH_GATEWAY) as running:
-        yield running
 
 
 def test_two_variations_from_the_page_make_two_cards_of_consecutive_seeds(stack: EmbeddedStack) -> None:
