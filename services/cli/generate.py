@@ -1,6 +1,7 @@
 """``i2v generate``: one picture to one video through the whole pipeline, with live progress."""
 
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -35,6 +36,7 @@ from services.jobclient import BusUnreachableError, JobClient
 from services.objectstore import object_store_from
 from services.stack.embedded import LOCAL_ACCOUNT
 from services.telemetry import tracer_provider
+from services.threads import available_cores
 
 
 @dataclass(frozen=True)
@@ -163,9 +165,20 @@ def run_generate(request: GenerateRequest, settings: Settings, *, embedded_state
 
             state = embedded_state or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="i2v-")))
             say("starting the embedded stack (nats-server, SeaweedFS, 5 services)...")
-            embedded = stack.enter_context(EmbeddedStack(state, say=say, extra_env={"I2V_MODEL": request.params.model}))
+            extra_env = {"I2V_MODEL": request.params.model, **_one_job_threads(settings, request.variations)}
+            embedded = stack.enter_context(EmbeddedStack(state, say=say, extra_env=extra_env))
             settings = embedded.settings()
         return asyncio.run(_submit_and_follow(request, data, settings))
+
+
+def _one_job_threads(settings: Settings, jobs: int) -> dict[str, str]:
+    """A stack started for one job: its stages take turns, so each may use every core instead of a share
+    (several variations overlap, so they keep the split). A share set in the shell stays."""
+    if jobs > 1:
+        return {}
+    cores = str(settings.threads or available_cores())
+    names = (f"I2V_THREADS_{service.upper()}" for service in ("ingest", "latent", "decode", "mux"))
+    return {name: os.environ.get(name, cores) for name in names}
 
 
 async def reach(settings: Settings) -> tuple[JobClient, S3ObjectStore]:

@@ -39,7 +39,7 @@ async def test_schemathesis_finds_no_server_error_and_no_mismatch_with_the_docum
             "--max-time",
             str(MAX_TIME_S),
             "--max-examples",
-            "40",
+            "20",
             "--seed",
             "8",
             "--request-timeout",
