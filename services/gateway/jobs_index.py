@@ -179,6 +179,10 @@ class _PostgresBackend:
         with self.transaction(write=True) as run:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in PostgreSQL; serialize it.
             self.serialize(run, "i2v.gateway.jobs_index.schema")
+            # The last piece there means the schema is whole: leave it be. Even "IF NOT EXISTS" DDL locks
+            # the table, and another gateway folding events into it meanwhile makes a deadlock.
+            if run("SELECT to_regclass('jobs_by_batch') IS NOT NULL", ())[0][0]:
+                return
             for statement in _SCHEMA:
                 run(statement.format(**_POSTGRES_TYPES), ())
             run("ALTER TABLE jobs ADD COLUMN IF NOT EXISTS batch_id TEXT", ())
