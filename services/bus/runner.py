@@ -66,17 +66,46 @@ class StageRunner:
         settings: Settings,
         cancels: CancelCheck,
         store: ObjectStore | None,
+        *,
+        prefetch: bool = False,
     ) -> None:
         self.stage = stage
         self._publisher = publisher
         self._settings = settings
         self._cancels = cancels
         self._store = store
-        # One command's work at a time: a second delivery a prefetching subscriber took waits its turn here.
+        # One command's work at a time: a second delivery held (prefetch) waits its turn here.
         self._turn = asyncio.Lock()
+        self._hold = 2 if prefetch else 1
+        self._held: set[asyncio.Task[None]] = set()
 
     async def run(self, delivery: Delivery, job: JobSpec, work: Work) -> None:
-        """Handle one delivery of a command for ``job``; never raises."""
+        """Handle one delivery of a command for ``job``; never raises.
+
+        With ``prefetch`` the delivery is handled in a task of its own and this returns as soon as the
+        runner holds fewer than two, so the subscriber (which fetches one command at a time, after its
+        handler returns) takes the next command while this one works. Every command fetched is then in a
+        runner's hands, heartbeating. (FastStream's own ``max_workers=2`` fetched a third while two were
+        held and kept it, without heartbeats, until a worker was free: past its ack deadline it was
+        redelivered to another replica and both ran it.)
+        """
+        if self._hold == 1:
+            await self._handle(delivery, job, work)
+            return
+        task = asyncio.create_task(self._handle(delivery, job, work))
+        self._held.add(task)
+        task.add_done_callback(self._held.discard)
+        while len(self._held) >= self._hold:
+            await asyncio.wait(set(self._held), return_when=asyncio.FIRST_COMPLETED)
+
+    async def abandon(self) -> None:
+        """Stop handling the deliveries held (at shutdown): unacknowledged, they come back after their
+        ack deadline, as those of a killed process do."""
+        for task in self._held:
+            task.cancel()
+        await asyncio.gather(*self._held, return_exceptions=True)
+
+    async def _handle(self, delivery: Delivery, job: JobSpec, work: Work) -> None:
         try:
             await self._attempt(delivery, job, work)
         except _CommandNotKeptError as exc:

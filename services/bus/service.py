@@ -72,6 +72,7 @@ class ServiceKit:
     _event_stages: list[tuple[str, Stage]] = field(default_factory=list)
     _consumers: list[tuple[Stage, str, str]] = field(default_factory=list)
     """(stage, stream, durable) of each durable consumer: what /readyz and the queue gauge read."""
+    _runners: list[StageRunner] = field(default_factory=list)
 
     def deferred(self, build: Callable[[], T]) -> Deferred[T]:
         """``build`` runs once when the app starts (in a worker thread: it may block), before any message."""
@@ -79,17 +80,21 @@ class ServiceKit:
         self._deferred.append(item)
         return item
 
-    def runner(self, stage: Stage, store: ObjectStore | None) -> StageRunner:
-        """``store`` keeps each command so the stage can be replayed; None only in tests without one."""
-        return StageRunner(stage, self.publisher, self.settings, self.cancels, store)
+    def runner(self, stage: Stage, store: ObjectStore | None, *, prefetch: bool = False) -> StageRunner:
+        """``store`` keeps each command so the stage can be replayed; None only in tests without one.
 
-    def work_subscriber(self, stage: Stage, *, description: str, prefetch: bool = False) -> Callable[[Any], Any]:
-        """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours.
-
-        With ``prefetch`` a second delivery is taken while one is worked on: it keeps its command and waits
-        its turn in the runner, heartbeating, so the stage never idles on a fetch and the first one's
-        publishes and ack overlap the second one's work (the runner does one command's work at a time).
+        With ``prefetch`` the runner holds a second delivery while one is worked on: it keeps its command and
+        waits its turn, heartbeating, so the stage never idles on a fetch and the first one's publishes and
+        ack overlap the second one's work (:meth:`StageRunner.run`; one command's work at a time).
         """
+        runner = StageRunner(stage, self.publisher, self.settings, self.cancels, store, prefetch=prefetch)
+        self._runners.append(runner)
+        return runner
+
+    def work_subscriber(self, stage: Stage, *, description: str) -> Callable[[Any], Any]:
+        """A durable pull consumer of the stage's work subject shared by all replicas; acks are ours. It
+        fetches one command at a time, the next once its handler returns (a prefetching runner returns while
+        the command works: see :meth:`runner`)."""
         self._consumers.append((stage, WORK_STREAM, durable_name(stage)))
         return self._durable_pull(
             work_subject(stage),
@@ -103,7 +108,6 @@ class ServiceKit:
                 max_deliver=self.settings.max_deliver * 2,
             ),
             description,
-            workers=2 if prefetch else 1,
         )
 
     def event_subscriber(self, subject: str, *, stage: Stage, durable: str, description: str) -> Callable[[Any], Any]:
@@ -126,10 +130,12 @@ class ServiceKit:
         )
 
     def _durable_pull(
-        self, subject: str, stream: str, durable: str, config: ConsumerConfig, description: str, workers: int = 1
+        self, subject: str, stream: str, durable: str, config: ConsumerConfig, description: str
     ) -> Callable[[Any], Any]:
         """A durable pull consumer of ``subject`` on ``stream`` (declared elsewhere), one message per
-        fetch, up to ``workers`` handled at once, acked by us."""
+        fetch, the next fetched once the handler returns, acked by us. Never FastStream's ``max_workers``:
+        its fetch loop takes one more message than it has workers and holds it, unseen by any handler and
+        so without heartbeats, until a worker is free."""
         return self.broker.subscriber(
             subject,
             stream=JStream(stream, declare=False),
@@ -139,7 +145,6 @@ class ServiceKit:
             ack_policy=AckPolicy.MANUAL,
             description=description,
             inbox_prefix=subscriber_inbox(self.settings),
-            max_workers=workers,
         )
 
     def stage_of(self, subject: str) -> tuple[Stage | None, bool]:
@@ -209,6 +214,8 @@ class ServiceKit:
 
         @app.on_shutdown
         async def _close() -> None:
+            for runner in self._runners:
+                await runner.abandon()
             await self.cancels.stop()
             for nc in connections:
                 await nc.close()

@@ -22,13 +22,11 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     threads = kit.deferred(lambda: budget_service(settings, "mux"))
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(lambda: MuxStage(the_store()))
-    runner = kit.deferred(lambda: kit.runner(Stage.MUX, the_store()))
+    runner = kit.deferred(lambda: kit.runner(Stage.MUX, the_store(), prefetch=True))
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
     seal = kit.deferred(lambda: seal_from(settings))
 
-    @kit.work_subscriber(
-        Stage.MUX, description="Encode the video (job's format and quality) and a poster", prefetch=True
-    )
+    @kit.work_subscriber(Stage.MUX, description="Encode the video (job's format and quality) and a poster")
     async def on_frames_ready(cmd: FramesReady, msg: NatsMessage) -> None:
         await runner().run(NatsDelivery(msg), cmd.job, lambda progress: stage().run(seal().checked(cmd), progress))
 

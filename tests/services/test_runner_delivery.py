@@ -31,7 +31,7 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import Stage
-from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, job_events_filter, work_subject
+from contracts.subjects import DLQ_STREAM, WORK_STREAM, dlq_subject, durable_name, job_events_filter, work_subject
 from infra.nats_server import NatsServer
 from services.bus.adapters import NatsDelivery
 from services.bus.faults import PermanentError
@@ -85,10 +85,11 @@ class Probe:
 
     behaviour: Behaviour
     calls: list[tuple[str, int]] = field(default_factory=list)
+    prefetch: bool = False
 
     def app(self, settings: Settings) -> FastStream:
         kit = service_kit("probe", settings)
-        runner = kit.runner(STAGE, None)
+        runner = kit.runner(STAGE, None, prefetch=self.prefetch)
 
         @kit.work_subscriber(STAGE, description="a stage whose work the test scripts")
         async def on_job_submitted(cmd: JobSubmitted, msg: NatsMessage) -> None:
@@ -314,3 +315,39 @@ async def test_heartbeats_keep_a_long_command_from_being_redelivered(
     assert probe.calls == [("job-long-1", 1)]
     assert [e.attempt for e in events.events() if isinstance(e, StageStarted)] == [1]
     assert info.delivered is not None and info.delivered.consumer_seq == 1  # one delivery in all, redeliveries included
+
+
+async def test_prefetching_replicas_hold_two_commands_each_and_none_without_heartbeats(
+    js: JetStreamContext, nats_server: NatsServer
+) -> None:
+    def slow(attempt: int, progress: Progress) -> None:
+        time.sleep(1.5)  # past the ack deadline: a command held without heartbeats would be redelivered
+        succeed(attempt, progress)
+
+    probe = Probe(slow, prefetch=True)
+    settings = settings_for(nats_server, ack_wait_s=1.0, heartbeat_s=0.3)
+    jobs = [f"job-prefetch-{i}" for i in range(6)]
+    events = await Tail.open(js, "i2v.events.>")
+    held: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            held.append((await js.consumer_info(WORK_STREAM, durable_name(STAGE))).num_ack_pending)
+            await asyncio.sleep(0.05)
+
+    async with running(probe.app(settings), probe.app(settings)):
+        for job in jobs:
+            assert not await publish(js, submitted(job))
+        sampler = asyncio.create_task(sample())
+        finished = lambda msgs: sum(b'"StageFinished"' in m.data for m in msgs) == len(jobs)  # noqa: E731
+        await events.until(finished)
+        sampler.cancel()
+        await consumer_drained(js, STAGE)
+        await asyncio.sleep(1.5)  # past one more ack deadline
+        await events.quiet(0.1)
+
+    # Each replica works on one command and holds the next (4 in hand at most, FastStream's fetch loop
+    # held a third each); every command runs once, on its first delivery.
+    assert max(held) == 4, held
+    assert sorted(probe.calls) == [(job, 1) for job in jobs]
+    assert sorted(e.attempt for e in events.events() if isinstance(e, StageStarted)) == [1] * len(jobs)
