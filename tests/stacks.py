@@ -30,10 +30,19 @@ def supervised_stack(
     *,
     services: tuple[str, ...] = WITH_WEBHOOKS,
     replicas: Mapping[str, int] | None = None,
+    nats_nodes: int = 1,
+    gateways: int = 1,
 ) -> Iterator[EmbeddedStack]:
-    """An embedded stack of ``services`` (``replicas`` as `--replicas` says) with quick redelivery plus ``env``,
-    supervised on a thread as `i2v stack up` does."""
-    stack = EmbeddedStack(state_dir, services=services, extra_env={**FAST_REDELIVERY, **env}, replicas=replicas or {})
+    """An embedded stack of ``services`` (``replicas``, ``nats_nodes`` and ``gateways`` as `i2v stack up`'s
+    options say) with quick redelivery plus ``env``, supervised on a thread as `i2v stack up` does."""
+    stack = EmbeddedStack(
+        state_dir,
+        services=services,
+        extra_env={**FAST_REDELIVERY, **env},
+        replicas=replicas or {},
+        nats_nodes=nats_nodes,
+        gateways=gateways,
+    )
     stack.start()
     stop = threading.Event()
 
