@@ -5,6 +5,7 @@ jobs/<job>/upload                       the raw upload, as the client sent it
 jobs/<job>/g<generation>/image.png      the prepared image (ingest)
 jobs/<job>/g<generation>/latents.safetensors, frames.safetensors, video.mp4, poster.jpg
 jobs/<job>/g<generation>/previews/<n>.webp   the latent stage's live previews, numbered from 0
+jobs/<job>/g<generation>/video_frames.safetensors   an extension's whole video, lossless (mux)
 jobs/<job>/commands/<stage>.json        the last command each stage received (for replay)
 ```
 Keys are deterministic, so a rerun of a stage writes the same key; a replay is a new generation and

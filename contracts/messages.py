@@ -6,6 +6,7 @@ from typing import Annotated, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from contracts.extension import Extension
 from contracts.failures import FailureCode
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
@@ -42,6 +43,20 @@ class JobSpec(Contract):
     generation: Annotated[int, Field(ge=0, description="bumped by each replay")] = 0
     submitted_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     webhook: Webhook | None = Field(None, description="where the webhooks service POSTs the job's events")
+    extends: Extension | None = Field(
+        None, description="the finished job this one continues from its last frame (contracts/extension.py)"
+    )
+
+    @property
+    def segment_frame_count(self) -> int:
+        """Frames decode makes: duration x fps, and for an extension one more, the parent's last frame's
+        place, so the new segment spans its whole duration after it."""
+        return self.params.frame_count + (1 if self.extends is not None else 0)
+
+    @property
+    def video_frame_count(self) -> int:
+        """Frames the delivered video has: the parent's and the new ones (the shared frame once)."""
+        return self.params.frame_count + (self.extends.frame_count if self.extends is not None else 0)
 
 
 # --- stage commands (ride the work-queue stream) -------------------------------------------------
@@ -192,6 +207,7 @@ class JobCompleted(Contract):
     camera_unknown: tuple[str, ...] = Field((), description="words of the motion prompt not understood")
     format: str = Field("mp4", description="the video's format: mp4, webm, gif, webp or av1")
     content_type: str = Field("video/mp4", description="the video's media type")
+    frames: ObjectRef | None = Field(None, description="the video's frames, lossless: what an extension continues")
 
 
 class JobFailed(Contract):

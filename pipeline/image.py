@@ -402,3 +402,12 @@ def _cover_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     left, top = (src_w - box_w) / 2, (src_h - box_h) / 2
     # reducing_gap lets Pillow shrink big uploads by box filtering first; Lanczos finishes the job.
     return img.resize(size, Image.Resampling.LANCZOS, box=(left, top, left + box_w, top + box_h), reducing_gap=3.0)
+
+
+def frame_png(frame: np.ndarray) -> bytes:
+    """One uint8 RGB frame (H, W, 3) as PNG, unchanged: an extension's picture, its parent's last frame."""
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype.name != "uint8":
+        raise ValueError(f"a frame is uint8 (H, W, 3), got {frame.dtype.name} {tuple(frame.shape)}")
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -5,7 +5,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +17,11 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from opentelemetry import propagate
 
-from contracts.keys import command_key, upload_key
+from contracts.extension import Extension, extension_params
+from contracts.keys import artifact_key, command_key, upload_key
 from contracts.messages import DeadLetter, Event, JobSpec, JobSubmitted, parse_event
 from contracts.params import GenerationParams
+from contracts.refs import ObjectRef
 from contracts.stages import Stage
 from contracts.subjects import DLQ_STREAM, DLQ_SUBJECTS, EVENTS_STREAM, job_events_filter
 from contracts.webhooks import Webhook
@@ -214,6 +216,53 @@ class JobClient:
         await self._publish(JobSubmitted(job=job, upload=upload))  # the job's trace starts here
         return job
 
+    async def submit_extension(self, job: JobSpec) -> JobSpec:
+        """Publish JobSubmitted for an extension: no upload, the parent's frames by reference (``job.extends``),
+        from which ingest takes the last one as the picture."""
+        if job.extends is None:
+            raise ValueError(f"job {job.job_id} extends no job")
+        await self._publish(JobSubmitted(job=job, upload=job.extends.frames))
+        return job
+
+    async def extension(
+        self, parent_id: str, account: str, changes: Mapping[str, Any], webhook: Webhook | None = None
+    ) -> JobSpec:
+        """A new job of ``account``'s continuing ``parent_id``'s video from its last frame, parameters as
+        :func:`~contracts.extension.extension_params` makes them from ``changes``; not yet queued
+        (:meth:`submit_extension` queues it).
+
+        JobStateError (one line) when the parent is another account's, not completed, or its frames are gone;
+        ExtensionRefused or pydantic's ValidationError for a parameter the extension cannot take.
+        """
+        from contracts.messages import JobCompleted
+
+        history = await self.history(parent_id)
+        if not history.events:
+            raise JobNotFoundError(parent_id)
+        spec = history.spec
+        if spec is not None and spec.account != account:
+            raise JobStateError(f"job {parent_id} is another account's; only {spec.account!r} can extend it")
+        terminal = history.terminal
+        if not isinstance(terminal, JobCompleted):
+            ended = "is still running" if terminal is None else f"ended {terminal.type.removeprefix('Job').lower()}"
+            raise JobStateError(f"job {parent_id} {ended}; only a completed job can be extended")
+        parent = terminal.job
+        frames = await to_thread.run_sync(stored_frames, self._store, parent_id, parent.generation, terminal.frames)
+        if frames is None:
+            raise JobStateError(f"job {parent_id}'s frames are no longer stored (deleted); it cannot be extended")
+        params = extension_params(terminal.job.params, terminal.width, terminal.height, terminal.frame_count, changes)
+        extends = Extension(
+            job_id=parent_id,
+            generation=terminal.job.generation,
+            frames=frames,
+            frame_count=terminal.frame_count,
+            width=terminal.width,
+            height=terminal.height,
+        )
+        return JobSpec(
+            job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook, extends=extends
+        )
+
     async def history(self, job_id: str) -> JobHistory:
         """Every event of the job so far (does not wait for more)."""
         sub = await self._js.subscribe(
@@ -372,6 +421,16 @@ class JobClient:
         finally:
             with contextlib.suppress(nats.errors.Error):
                 await sub.unsubscribe()
+
+
+def stored_frames(store: ObjectStore, job_id: str, generation: int, frames: ObjectRef | None) -> ObjectRef | None:
+    """Where a completed job's video frames are now, checked in the store: those its ``JobCompleted`` named, or
+    (a job completed before events named them) its decode's output; None once deleted or expired."""
+    return store.head(frames.key if frames is not None else artifact_key(job_id, generation, FRAMES_NAME))
+
+
+FRAMES_NAME = "frames.safetensors"
+"""What the decode stage stores a job generation's frames as (``services/decode/stage.py``)."""
 
 
 def _reason(exc: BaseException, timeout_s: float) -> str:

@@ -5,6 +5,7 @@ short job finished, in one round trip."""
 
 import asyncio
 import base64
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -12,13 +13,14 @@ from pathlib import Path
 
 import av
 import httpx
+import numpy as np
 import pytest
 
 from contracts.messages import JobCompleted
 from services.billing.ledger import open_ledger
 from services.gateway.auth import hash_api_key, new_api_key
 from services.jobclient import JobHistory
-from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
+from services.stack.embedded import LOCAL_ACCOUNT, WITH_GATEWAY, EmbeddedStack
 from tests.cli.test_operate import HARBOR, i2v, one_error
 from tests.stacks import job_client
 
@@ -226,3 +228,70 @@ def test_a_malformed_wait_is_ignored(running: Running) -> None:
 
     assert answer.status_code == 202, answer.text
     assert "Preference-Applied" not in answer.headers
+
+
+def decoded(video: bytes) -> np.ndarray:
+    """Every frame of a video as uint8 RGB (F, H, W, 3)."""
+    with av.open(io.BytesIO(video), mode="r") as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def test_extending_a_clip_twice_continues_its_frames(running: Running, finished: tuple[str, Path]) -> None:
+    parent, made = finished  # 1 s at 8 fps in 2 steps, of the demo account
+
+    # Through the CLI: one more second from the parent's last frame, the parent's settings otherwise.
+    out = running.home / "extended.mp4"
+    code, lines, stdout = i2v(
+        "jobs", "extend", parent, "--duration", "1", "--seed", "22", "-o", str(out), cwd=running.home
+    )
+
+    assert code == 0, lines
+    first = report(stdout)
+    assert first["output"].startswith("16 frames, 8 fps, 2 s, 256x192, mp4"), stdout
+    assert first["price"] == "9 points"  # the new second's price alone, as the parent's
+    # Through the API, extending the extension: a chain.
+    key = new_api_key()
+    open_ledger(running.stack.settings().resolved_ledger_dsn()).set_api_key_hash(LOCAL_ACCOUNT, hash_api_key(key))
+    url, auth = running.stack.gateway_url, {"Authorization": f"Bearer {key}"}
+    answer = httpx.post(
+        f"{url}/v1/jobs/{first['job'].strip()}/extend",
+        json={"duration": 1, "fps": 8},  # the parent's fps may be named; another would be refused
+        headers={**auth, "Prefer": "wait=60"},
+        timeout=90,
+    )
+
+    assert answer.status_code == 200, answer.text
+    second = answer.json()
+    assert second["status"] == "succeeded", second
+    assert second["extends"] == first["job"].strip()
+    assert (second["parameters"]["duration"], second["parameters"]["steps"]) == (1, 2)
+    assert second["parameters"]["resolution"] == {"width": 256, "height": 192}
+    assert second["output"]["frame_count"] == 24 and second["output"]["duration_s"] == 3.0
+    assert second["price"] == 9
+    chain = httpx.get(f"{url}{second['links']['video']}", headers=auth).content
+    one, two, three = (decoded(video) for video in (made.read_bytes(), out.read_bytes(), chain))
+    assert (len(one), len(two), len(three)) == (8, 8 + 9 - 1, 16 + 9 - 1)  # parent + new - 1: the shared frame once
+    # Each video begins with its parent's frames, within what H.264 at CRF 18 changes of the same pixels.
+    assert np.abs(two[:8].astype(int) - one.astype(int)).mean() < 2.0
+    assert np.abs(three[:16].astype(int) - two.astype(int)).mean() < 2.0
+    assert np.abs(two[8:].astype(int) - one[-1].astype(int)).mean() > 2.0  # and then moves on
+
+
+def test_extending_is_refused_in_one_line(running: Running, finished: tuple[str, Path]) -> None:
+    demo_job, _ = finished
+    key = api_key(running.stack, 1000)
+    url, auth = running.stack.gateway_url, {"Authorization": f"Bearer {key}"}
+    queued = submit(running.stack, key, "wait=0", duration=4, fps=24, steps=50, seed=23).json()
+
+    early = httpx.post(f"{url}/v1/jobs/{queued['id']}/extend", headers=auth)
+    others = httpx.post(f"{url}/v1/jobs/{demo_job}/extend", headers=auth)
+    code, lines, _ = i2v("jobs", "extend", demo_job, "--fps-conditioning", "99", cwd=running.home)
+
+    assert early.status_code == 409, early.text
+    assert early.json()["error"]["code"] == "cannot_extend"
+    assert "only a completed job can be extended" in early.json()["error"]["message"]
+    assert others.status_code == 404, others.text  # another account's job is not there for this one
+    one_error(code, lines, "--fps-conditioning: input should be less than or equal to 30", exit_code=2)
+    code, lines, _ = i2v("jobs", "extend", demo_job, "--account", "someone", cwd=running.home)
+    one_error(code, lines, f"job {demo_job} is another account's")
+    httpx.post(f"{url}/v1/jobs/{queued['id']}/cancel", headers=auth)

@@ -6,7 +6,8 @@ hold, and puts the signature in ``PointsReserved.seal``; latent copies it into `
 into ``FramesReady``. Each of the three checks it before any work and fails the job (``not_reserved``,
 permanent) when it is missing or does not match, so a command forged on the bus, or changed after billing
 (another account, a bigger job, a lower price), never gets GPU time. The seal covers the job id, its
-generation, the account, every parameter and the price; the artifacts are covered by their sha256 refs.
+generation, the account, every parameter, the price and the frames an extension continues; the artifacts
+are covered by their sha256 refs.
 
 The secret is ``I2V_BILLING_SECRET`` or, for the embedded stack whose services share one state folder, one
 generated once into ``<state>/billing.secret`` (mode 0600). Hosts that do not share the folder must be
@@ -71,6 +72,9 @@ def _signed_bytes(job: JobSpec, price: int) -> bytes:
         "params": job.params.model_dump(mode="json"),
         "price": price,
     }
+    if job.extends is not None:
+        # Which frames an extension continues: a command pointed at other frames after billing is refused.
+        what["extends"] = job.extends.model_dump(mode="json")
     return json.dumps(what, sort_keys=True, separators=(",", ":")).encode()
 
 

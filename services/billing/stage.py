@@ -49,7 +49,8 @@ class BillingStage:
         job = cmd.job
         try:
             # The size ingest prepared, not only the one asked for: the model's size fitted to the picture.
-            check_video_size(cmd.width, cmd.height, job.params.frame_count)
+            # An extension's video holds its parent's frames too; its price is the new segment's alone.
+            check_video_size(cmd.width, cmd.height, job.video_frame_count)
         except ValueError as exc:
             return JobRejected(job=job, code=FailureCode.VIDEO_TOO_LARGE, reason=str(exc), price=0, balance=0)
         price = price_points(job.params, cmd.width, cmd.height)

@@ -255,13 +255,13 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
                 bars = ProgressBars(ends_in_s=await eta_of(client, job))
                 left_s = request.timeout_s - (time.perf_counter() - started)
                 try:
-                    outcome = await asyncio.wait_for(_follow(client, job.job_id, bars), left_s)
+                    outcome = await asyncio.wait_for(follow_outcome(client, job.job_id, bars), left_s)
                 except TimeoutError:
                     raise CliError(f"job {job.job_id} did not finish within {request.timeout_s:.0f}s", 1) from None
                 finally:
                     bars.close()
                 wall = time.perf_counter() - started
-                _report(outcome, bars.timings, replace(request, output=output), store, wall)
+                report_outcome(outcome, bars.timings, output, store, wall)
         return 0
     except ObjectStoreError as exc:
         raise CliError(f"object store at {settings.s3_endpoint}: {exc}", 1) from None
@@ -272,9 +272,10 @@ async def _submit_and_follow(request: GenerateRequest, data: bytes, settings: Se
         tracing.shutdown()
 
 
-async def _follow(
+async def follow_outcome(
     client: JobClient, job_id: str, bars: "ProgressBars"
 ) -> JobCompleted | JobFailed | JobRejected | JobCancelled:
+    """The job's end, its stages shown on ``bars`` meanwhile."""
     async for item in client.follow(job_id):
         event = item.event
         if isinstance(event, StageStarted | StageProgress | StageFinished):
@@ -284,13 +285,14 @@ async def _follow(
     raise CliError(f"event stream of job {job_id} ended without a result", 1)
 
 
-def _report(
+def report_outcome(
     outcome: JobCompleted | JobFailed | JobRejected | JobCancelled,
     timings: dict[Stage, float],
-    request: GenerateRequest,
+    output: Path,
     store: S3ObjectStore,
     wall: float,
 ) -> int:
+    """Write a completed job's video to ``output`` and report it; one-line CliError for any other end."""
     job = outcome.job
     if isinstance(outcome, JobRejected):
         raise CliError(f"job {job.job_id} rejected: {outcome.reason}", 1)
@@ -299,11 +301,11 @@ def _report(
     if isinstance(outcome, JobCancelled):
         raise CliError(f"job {job.job_id} was cancelled", 1)
     try:
-        request.output.write_bytes(store.get(outcome.video))
+        output.write_bytes(store.get(outcome.video))
     except OSError as exc:
-        raise CliError(f"job {job.job_id} done but {request.output} cannot be written: {exc.strerror}", 1) from None
+        raise CliError(f"job {job.job_id} done but {output} cannot be written: {exc.strerror}", 1) from None
     stages = "  ".join(f"{s.value} {timings[s]:.2f}s" for s in PIPELINE_ORDER if s in timings)
-    print(f"video     {request.output.resolve()}")
+    print(f"video     {output.resolve()}")
     print(f"job       {job.job_id}")
     print(f"price     {outcome.price} points")
     print(f"seed      {job.params.seed}")

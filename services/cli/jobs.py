@@ -5,6 +5,7 @@ import contextlib
 import json
 import os
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -12,11 +13,14 @@ from typing import TypeVar
 
 import nats.errors
 from anyio import to_thread
+from pydantic import ValidationError
 
+from contracts.extension import ExtensionRefused
 from contracts.keys import command_key
 from contracts.messages import DeadLetter, JobCompleted, JobSpec, JobSubmitted, PointsReserved
 from contracts.params import GenerationParams
 from contracts.stages import PIPELINE_ORDER, Stage
+from contracts.webhooks import Webhook
 from infra.objectstore import ObjectMissingError, ObjectStoreError, S3ObjectStore
 from services.cli.errors import CliError
 from services.config import Settings
@@ -74,6 +78,58 @@ def replay_job(settings: Settings, job_id: str, from_stage: Stage | None) -> int
     job = _with_client(settings, lambda client: client.replay(job_id, from_stage))
     print(f"job {job_id} replaying as generation {job.generation}" + (f" from {from_stage}" if from_stage else ""))
     return 0
+
+
+def extend_job(
+    settings: Settings,
+    job_id: str,
+    changes: dict[str, object],
+    *,
+    account: str,
+    output: Path | None,
+    webhook: Webhook | None,
+    timeout_s: float,
+) -> int:
+    """Queue a job continuing ``job_id``'s video from its last frame, follow it, and write the whole video to
+    ``output`` (default ``<new job>.<ext>`` here)."""
+    from pipeline.video import extension_of_format, parse_format
+    from services.cli.generate import ProgressBars, check_output, eta_of, follow_outcome, report_outcome, say
+
+    if output is not None:
+        check_output(output)
+    store = store_for(settings)
+
+    async def run(client: JobClient) -> int:
+        started = time.perf_counter()
+        try:
+            job = await client.extension(job_id, account, changes, webhook)
+        except ExtensionRefused as exc:
+            raise CliError(f"--{exc.field.replace('_', '-')}{str(exc).removeprefix(exc.field)}") from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            option = "--" + str(first["loc"][0] if first["loc"] else "value").replace("_", "-")
+            raise CliError(f"{option}: {first['msg'].lower()} (got {first.get('input')!r})") from None
+        extension = extension_of_format(parse_format(job.params.format))
+        target = output if output is not None else Path(f"{job.job_id}{extension}")
+        if target.suffix.lower() != extension:
+            raise CliError(f"-o {target}: job {job_id}'s video is {job.params.format}; name a {extension} file")
+        await client.submit_extension(job)
+        parent = job.extends
+        assert parent is not None
+        say(
+            f"job {job.job_id}  extends {job_id}  seed {job.params.seed}  {parent.frame_count} + "
+            f"{job.params.frame_count} frames at {job.params.fps} fps"
+        )
+        bars = ProgressBars(ends_in_s=await eta_of(client, job))
+        try:
+            outcome = await asyncio.wait_for(follow_outcome(client, job.job_id, bars), timeout_s)
+        except TimeoutError:
+            raise CliError(f"job {job.job_id} did not finish within {timeout_s:.0f}s", 1) from None
+        finally:
+            bars.close()
+        return report_outcome(outcome, bars.timings, target, store, time.perf_counter() - started)
+
+    return _with_client(settings, run)
 
 
 _KEY_WIDTH = len("submitted: ")
@@ -173,6 +229,8 @@ def job_lines(record: JobRecord) -> list[tuple[str, str]]:
     lines.append(("progress", f"{view.progress}%"))
     if describe(record.standing):
         lines.append(("eta", describe(record.standing)))
+    if view.extends is not None:
+        lines.append(("extends", f"{view.extends} (params are the new segment's; output is the whole video)"))
     lines.append(("params", describe_params(view.params)))
     if view.params.motion_prompt:
         lines.append(("prompt", view.params.motion_prompt))

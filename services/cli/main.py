@@ -8,10 +8,13 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from contracts.stages import Stage
 from services.cli.errors import CliError
+
+if TYPE_CHECKING:
+    from services.config import Settings
 
 SERVICE_NAMES = ("ingest", "billing", "latent", "decode", "mux", "webhooks", "gateway")
 PRESETS = ("portrait", "landscape", "product", "auto")
@@ -187,6 +190,31 @@ def build_parser() -> argparse.ArgumentParser:
     download.add_argument("job")
     download.add_argument("-o", "--output", type=Path, help="where to write it (default JOB.mp4, or the format's)")
 
+    extend = jobs_sub.add_parser(
+        "extend",
+        help="continue a completed job's video from its last frame with a new job",
+        description="Make a new job from JOB's last frame and write the whole video: JOB's frames, then the new"
+        " ones (the shared frame once). Options not given are JOB's (a new random seed unless --seed); the model,"
+        " fps, size, format and quality are always JOB's. Charged as the new segment alone.",
+    )
+    extend.add_argument("job")
+    extend.add_argument("--duration", type=int, help="seconds to add, 1-8 (default: JOB's duration)")
+    extend.add_argument("--seed", type=int, help="-1 picks one at random (default)")
+    extend.add_argument("--steps", type=int, help="denoising steps, 1-50")
+    extend.add_argument("--motion-bucket-id", type=int, help="motion strength, 1-255")
+    extend.add_argument("--motion-prompt", help="describe the motion (recorded; SVD reads no text)")
+    extend.add_argument("--augmentation-level", type=float, help="noise added to the picture, 0-1")
+    extend.add_argument("--cfg-scale", type=float, help="max guidance of the linear ramp, 1-5")
+    extend.add_argument("--min-cfg", type=float, help="guidance on the first frame, 1 to --cfg-scale")
+    extend.add_argument("--fps-conditioning", type=int, help="fps SVD is told, 1-30")
+    extend.add_argument("--interpolator", help="dis or rife")
+    extend.add_argument("--stabilize", action="store_true", default=None, help="smooth the new segment's motion")
+    extend.add_argument("-o", "--output", type=Path, help="where to write the whole video (default NEWJOB.mp4)")
+    extend.add_argument("--account", default="", help="account charged; must own JOB (default: the demo account)")
+    extend.add_argument("--webhook", metavar="URL", help="POST the new job's events here, signed")
+    extend.add_argument("--webhook-events", metavar="LIST", help="as generate's --webhook-events")
+    extend.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+
     dlq = sub.add_parser("dlq", help="dead letters: commands that exhausted their deliveries")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True, parser_class=_Parser)
     dlq_list = dlq_sub.add_parser("list", help="every dead letter, oldest first")
@@ -194,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_show.add_argument("id", type=int)
     dlq_replay = dlq_sub.add_parser("replay", help="replay the dead letter's job from its stage")
     dlq_replay.add_argument("id", type=int)
-    for p in (cancel, replay, show_job, download, dlq_list, dlq_show, dlq_replay):
+    for p in (cancel, replay, show_job, download, extend, dlq_list, dlq_show, dlq_replay):
         p.add_argument(
             "--state-dir", type=Path, help="state folder of the running stack (default I2V_STATE_DIR or ./.i2v)"
         )
@@ -477,6 +505,26 @@ def _declare_streams() -> int:
     return 0
 
 
+def _extend(args: argparse.Namespace, settings: "Settings") -> int:
+    from contracts.extension import EXTENSION_CHANGES
+    from services.cli import jobs
+    from services.cli.generate import webhook_of
+    from services.stack.embedded import LOCAL_ACCOUNT
+
+    # The options are named after the parameters an extension may set, and only those given are changes.
+    changes = {name: getattr(args, name) for name in EXTENSION_CHANGES if getattr(args, name) is not None}
+    webhook = webhook_of(args.webhook, args.webhook_events, settings)
+    return jobs.extend_job(
+        settings,
+        args.job,
+        changes,
+        account=args.account or LOCAL_ACCOUNT,
+        output=args.output,
+        webhook=webhook,
+        timeout_s=args.timeout,
+    )
+
+
 def _operate(args: argparse.Namespace) -> int:
     from services.cli import jobs
     from services.cli.settings import load_settings, require_stack
@@ -490,6 +538,8 @@ def _operate(args: argparse.Namespace) -> int:
             return jobs.replay_job(settings, args.job, Stage(args.from_stage) if args.from_stage else None)
         if args.jobs_command == "download":
             return jobs.download_job(settings, args.job, args.output)
+        if args.jobs_command == "extend":
+            return _extend(args, settings)
         return jobs.show_job(settings, args.job, as_json=args.json)
     if args.dlq_command == "list":
         return jobs.dlq_list(settings)

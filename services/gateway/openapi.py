@@ -334,6 +334,13 @@ def _finished_job() -> dict[str, Any]:
     return _job(JobStatus.SUCCEEDED, progress=100, stage=Stage.MUX, step=4, total=4, timings=timings, output=output)
 
 
+def _extended_job() -> dict[str, Any]:
+    """A 2-second clip extended by 2 seconds: 16 frames then 16 more, 4 s in all; priced as the 2 new seconds."""
+    finished = _finished_job()
+    output = JobOutput(frame_count=32, fps=8, duration_s=4.0, width=256, height=192, size_bytes=91877)
+    return {**finished, "id": "j0192a6f0d4b7c9e1f2a3", "extends": _A_JOB, "output": output.model_dump(mode="json")}
+
+
 def _example(summary: str, value: Any) -> dict[str, Any]:
     return {"summary": summary, "value": value}
 
@@ -411,6 +418,12 @@ def _success_examples() -> dict[Operation, dict[str, dict[str, dict[str, Any]]]]
         },
         ("post", "/v1/jobs/{job_id}/replay"): {
             "202": {"replayed": _example("queued again under generation 1", _job(JobStatus.QUEUED, generation=1))}
+        },
+        ("post", "/v1/jobs/{job_id}/extend"): {
+            "202": {
+                "queued": _example("the extension, queued; `Location` names it", _job(JobStatus.QUEUED, extends=_A_JOB))
+            },
+            "200": {"succeeded": _example("with `Prefer: wait=N`: ended within N seconds", _extended_job())},
         },
         ("get", "/healthz"): {
             "200": {
@@ -528,6 +541,19 @@ def _error_examples() -> tuple[dict[int, list[ApiError]], dict[Operation, dict[i
                 ApiError(409, "cannot_replay", f"job {_A_JOB} is still queued; nothing to replay"),
                 ApiError(409, "replay_in_progress", f"job {_A_JOB} is being replayed already"),
             ]
+        },
+        ("post", "/v1/jobs/{job_id}/extend"): {
+            409: [ApiError(409, "cannot_extend", f"job {_A_JOB} is failed; only a completed job can be extended")],
+            415: [ApiError(415, "unsupported_media_type", "send the extension's fields as JSON", field="Content-Type")],
+            422: [
+                ApiError(
+                    422,
+                    "cannot_extend_with",
+                    "fps: an extension keeps its parent's 8; leave fps out (got 24)",
+                    field="fps",
+                ),
+                _invalid(duration=30),
+            ],
         },
         ("delete", "/v1/jobs/{job_id}"): {
             409: [ApiError(409, "job_active", "the job is still running; cancel it first")]

@@ -143,6 +143,10 @@ class JobView:
     deleted: bool = False
     batch_id: str | None = None
     """The batch of ``variations`` it was submitted in (see :mod:`services.gateway.submission`); None alone."""
+    frames: ObjectRef | None = None
+    """The delivered video's frames, lossless (``JobCompleted.frames``): what an extension continues from."""
+    extends: str | None = None
+    """The job this one extends (contracts/extension.py); None for a job made from a picture."""
 
     @classmethod
     def submitted(cls, spec: JobSpec, price: int = 0) -> "JobView":
@@ -155,6 +159,7 @@ class JobView:
             params=spec.params,
             price=price,
             generation=spec.generation,
+            extends=spec.extends.job_id if spec.extends is not None else None,
         )
 
     @property
@@ -208,6 +213,7 @@ class JobView:
                 self.price = event.price
                 self.video, self.poster = event.video, event.poster
                 self.output = JobOutput.of(event)
+                self.frames = event.frames
             case JobFailed():
                 self.status = JobStatus.FAILED
                 self.error = JobError(code=event.code, message=event.reason, stage=event.stage)
@@ -232,5 +238,5 @@ class JobView:
         self.timings = {s: t for s, t in self.timings.items() if s in kept}
         self.status, self.stage, self.step, self.total = JobStatus.QUEUED, None, 0, 0
         self.error, self.cancel_requested = None, False
-        self.video = self.poster = None
+        self.video = self.poster = self.frames = None
         self.output = None

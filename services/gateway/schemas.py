@@ -65,6 +65,11 @@ class JobResource(BaseModel):
     created_at: datetime
     links: JobLinks
     batch_id: str | None = Field(None, description="the batch of `variations` it was submitted in; null alone")
+    extends: str | None = Field(
+        None,
+        description="the job this one extends (`POST /v1/jobs/{id}/extend`): its video is that job's frames, then"
+        " this job's new ones; `parameters` are the new segment's, `output` the whole video's; null for a picture's",
+    )
 
     @classmethod
     def of(cls, view: JobView, standing: Standing | None = None) -> "JobResource":
@@ -91,6 +96,7 @@ class JobResource(BaseModel):
             created_at=view.created_at,
             links=JobLinks.of(view.job_id),
             batch_id=view.batch_id,
+            extends=view.extends,
         )
 
 

@@ -20,11 +20,13 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.types import Message
 
+from contracts.extension import EXTENSION_CHANGES, Extension, ExtensionRefused, extension_params
 from contracts.failures import FailureCode
 from contracts.keys import job_prefix
 from contracts.messages import JobSpec
 from contracts.params import MAX_SEED, GenerationParams, Resolution
 from contracts.pricing import price_points, quoted_size
+from contracts.refs import ObjectRef
 from contracts.webhooks import (
     DEFAULT_WEBHOOK_EVENTS,
     MAX_WEBHOOK_URL_CHARS,
@@ -468,6 +470,104 @@ async def _admit(
             done = "" if queued == 0 else f" ({queued} of the batch's {variations} jobs were queued)"
             raise ApiError(503, "unavailable", f"the job could not be queued{done}; try again shortly") from exc
     return views
+
+
+async def read_extension(request: Request) -> dict[str, Any]:
+    """An extension's fields: a JSON object, or nothing at all (the parent's parameters, a fresh seed)."""
+    body = await request.body()
+    if not body.strip():
+        return {}
+    if body_type(request) != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the extension's fields as JSON", field="Content-Type")
+    try:
+        fields = json.loads(body)
+    except ValueError:
+        raise ApiError(400, "bad_json", "the body is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise ApiError(400, "bad_json", "the body must be a JSON object")
+    return fields
+
+
+def extension_body() -> dict[str, Any]:
+    """The extension's request body as OpenAPI describes it (read raw, as the submission's is)."""
+    params = GenerationParams.model_json_schema()["properties"]
+    props: dict[str, Any] = {name: params[name] for name in EXTENSION_CHANGES}
+    for name in ("model", "fps", "format", "quality"):
+        props[name] = {**params[name], "description": "the parent's; another value is 422"}
+    props["resolution"] = {
+        "type": "string",
+        "pattern": RESOLUTION_PATTERN,
+        "description": "the parent's; another is 422",
+    }
+    submitted = openapi_body()["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    props["webhook"] = submitted["webhook"]
+    props["webhook_events"] = submitted["webhook_events"]
+    example = {"duration": 2, "steps": 4, "motion_prompt": "slow pan left"}
+    schema = {"type": "object", "properties": props, "additionalProperties": False}
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {
+                    "schema": schema,
+                    "examples": {"two_more_seconds": {"summary": "two more seconds in 4 steps", "value": example}},
+                }
+            },
+        }
+    }
+
+
+def extension_of(view: JobView, frames: ObjectRef, fields: dict[str, Any]) -> tuple[GenerationParams, Extension]:
+    """The new segment's parameters and what it extends, from the finished ``view`` and the request's fields."""
+    output = view.output
+    assert output is not None
+    try:
+        params = extension_params(view.params, output.width, output.height, output.frame_count, fields)
+    except ExtensionRefused as exc:
+        raise ApiError(422, "cannot_extend_with", str(exc), field=exc.field) from None
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    extends = Extension(
+        job_id=view.job_id,
+        generation=view.generation,
+        frames=frames,
+        frame_count=output.frame_count,
+        width=output.width,
+        height=output.height,
+    )
+    return params, extends
+
+
+async def submit_extension(
+    gateway: Gateway, account: str, params: GenerationParams, extends: Extension, webhook: Webhook | None
+) -> JobView:
+    """Queue an extension as :func:`submit` queues a job, with no picture to check: priced as its new segment
+    alone at the parent's size, against the balance and the account's unfinished jobs."""
+    price = price_points(params, extends.width, extends.height)
+    balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
+    if balance < price:
+        code = FailureCode.INSUFFICIENT_POINTS
+        raise ApiError(
+            status_of(code),
+            code,
+            f"this extension costs {price} points and the account has {balance}",
+            details={"price": price, "balance": balance},
+        )
+    limit = gateway.settings.gateway_max_active_jobs
+    spec = JobSpec(
+        job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook, extends=extends
+    )
+    view = JobView.submitted(spec, price)
+    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, None)
+    if active is not None:
+        _refuse_past_limit(active, limit)
+    try:
+        await gateway.bus().submit_extension(spec)
+    except Exception as exc:
+        log.warning("extension %s could not be queued: %s", spec.job_id, exc)
+        await anyio.to_thread.run_sync(gateway.index.remove, spec.job_id)
+        raise ApiError(503, "unavailable", "the job could not be queued; try again shortly") from exc
+    return view
 
 
 def _batch_views(

@@ -37,6 +37,8 @@ class IngestStage:
         """Validate the upload by content and store the image at the model resolution as PNG."""
         from pipeline.image import ImageRejected, prepare_image
 
+        if cmd.job.extends is not None:
+            return self._from_parent(cmd)
         params = cmd.job.params
         model_size = self._model_size(params.model)
         requested = (params.resolution.width, params.resolution.height) if params.resolution else None
@@ -63,4 +65,29 @@ class IngestStage:
             height=prepared.height,
             source_width=prepared.source_width,
             source_height=prepared.source_height,
+        )
+
+    def _from_parent(self, cmd: JobSubmitted) -> ImagePrepared:
+        """An extension's picture: the last frame of its parent's video, read by reference, stored as it is."""
+        from pipeline.image import frame_png
+        from pipeline.tensors import frames_from_bytes
+
+        parent = cmd.job.extends
+        assert parent is not None
+        frames = frames_from_bytes(self._store.get(parent.frames))
+        if frames.shape[:3] != (parent.frame_count, parent.height, parent.width):
+            raise PermanentError(
+                FailureCode.FRAME_COUNT,
+                f"job {parent.job_id}'s frames are {tuple(frames.shape[:3])}; the extension expects"
+                f" {(parent.frame_count, parent.height, parent.width)} (frames, height, width)",
+            )
+        key = artifact_key(cmd.job.job_id, cmd.job.generation, "image.png")
+        ref = self._store.put(key, frame_png(frames[-1]), "image/png")
+        return ImagePrepared(
+            job=cmd.job,
+            image=ref,
+            width=parent.width,
+            height=parent.height,
+            source_width=parent.width,
+            source_height=parent.height,
         )

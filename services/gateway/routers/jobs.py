@@ -20,20 +20,24 @@ from services.gateway.errors import ApiError, ErrorResponse
 from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
 from services.gateway.jobs_index import Idempotency
 from services.gateway.media import entity_tag, matches, media_headers, media_response
-from services.gateway.progress import JobView
+from services.gateway.progress import JobStatus, JobView
 from services.gateway.runtime import Gateway
 from services.gateway.schemas import BatchResource, JobLinks, JobPage, JobResource, SubmittedBatch
 from services.gateway.submission import (
     body_type,
+    extension_body,
+    extension_of,
     fingerprint,
     openapi_body,
     params_from,
+    read_extension,
     read_submission,
     submit,
+    submit_extension,
     variations_from,
     webhook_from,
 )
-from services.jobclient import JobNotFoundError, JobStateError
+from services.jobclient import JobNotFoundError, JobStateError, stored_frames
 
 log = logging.getLogger("i2v.gateway")
 
@@ -282,6 +286,68 @@ async def replay_job(
     # The index folds the replay's ReplayRequested a moment later into the same view.
     view.replayed(spec.generation, from_stage or view.stopped_at)
     return JobResource.of(view)
+
+
+@router.post(
+    "/{job_id}/extend",
+    status_code=202,
+    response_model=JobResource,
+    openapi_extra=extension_body(),
+    responses={
+        200: {
+            "model": JobResource,
+            "description": "with `Prefer: wait=N`: the extension ended within N seconds; this is it as it ended",
+            "headers": _PREFERENCE_APPLIED,
+        },
+        202: {
+            "description": "queued (or, with `Prefer: wait=N`, still running after N seconds); follow `Location`",
+            "headers": _PREFERENCE_APPLIED,
+        },
+        402: {"model": ErrorResponse, "description": "the account's points do not cover the new segment's price"},
+        409: {"model": ErrorResponse, "description": "the job has not completed, or its files were deleted"},
+        415: {"model": ErrorResponse, "description": "a body that is not JSON"},
+        429: {"model": ErrorResponse, "description": "too many unfinished jobs"},
+        503: {"model": ErrorResponse, "description": "the job could not be queued; nothing was kept"},
+    },
+)
+async def extend_job(
+    request: Request,
+    view: OwnJob,
+    account: CurrentAccount,
+    gateway: GatewayDep,
+    prefer: Annotated[
+        str | None,
+        Header(description="`wait=N`: as on `POST /v1/jobs`, hold the answer until the extension ends (N ≤ 60)"),
+    ] = None,
+) -> JSONResponse:
+    """Continue a completed job's video from its last frame: a new job whose video is this job's frames followed
+    by the new ones (the shared frame once), lasting both durations together. The body's fields are the new
+    segment's (`duration`, `seed`, `steps`, motion, guidance...), the parent's where not given, with a new random
+    seed unless one is given; the model, fps, size, format and quality are the parent's (another value is
+    422). The price is the new segment's alone. An extension can be extended in turn."""
+    fields = await read_extension(request)
+    if view.status != JobStatus.SUCCEEDED:
+        raise ApiError(
+            409, "cannot_extend", f"job {view.job_id} is {view.status}; only a completed job can be extended"
+        )
+    webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
+    frames = None
+    if not view.deleted:
+        frames = await anyio.to_thread.run_sync(stored_frames, gateway.store, view.job_id, view.generation, view.frames)
+    if frames is None:
+        raise ApiError(409, "cannot_extend", f"job {view.job_id}'s files were deleted; it cannot be extended")
+    params, extends = extension_of(view, frames, fields)
+    extension = await submit_extension(gateway, account, params, extends, webhook)
+    headers = {"Location": JobLinks.of(extension.job_id).self}
+    wait_s = wait_preference(request.headers.getlist("prefer"))
+    if wait_s is not None:
+        extension = await _until_ended(gateway, extension, wait_s)
+        headers["Preference-Applied"] = f"wait={wait_s}"
+    return JSONResponse(
+        JobResource.of(extension).model_dump(mode="json"),
+        status_code=200 if wait_s is not None and extension.terminal else 202,
+        headers=headers,
+    )
 
 
 @router.delete("/{job_id}", status_code=204, responses=_STATE_CONFLICT)
