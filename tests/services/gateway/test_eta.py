@@ -9,7 +9,7 @@ import nats
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from contracts.messages import JobSpec, PointsReserved, StageFinished
+from contracts.messages import JobSpec, PointsReserved, StageFinished, StageStarted
 from contracts.params import GenerationParams, Resolution
 from contracts.refs import ObjectRef
 from contracts.stages import PIPELINE_ORDER, Stage
@@ -18,6 +18,7 @@ from infra.nats_server import NatsServer
 from services.bus.publishing import route
 from services.bus.streams import ensure_streams
 from services.gateway.eta import (
+    Activity,
     Estimator,
     JobSize,
     Queued,
@@ -54,11 +55,56 @@ def test_latent_scales_with_steps_frames_and_pixels_decode_with_output_frames() 
     assert clock.predict(Stage.INGEST, SIZE) is None  # nothing measured: no guess
 
 
-def test_the_median_of_recent_durations_predicts() -> None:
-    clock = _clock({Stage.MUX: 1.0})
+def test_the_median_of_recent_speeds_predicts() -> None:
+    clock = StageClock()
     for took in (1.0, 9.0, 2.0):
         clock.observe(Stage.MUX, took, SIZE)
-    assert clock.predict(Stage.MUX, SIZE) == pytest.approx(1.5)
+    assert clock.predict(Stage.MUX, SIZE) == pytest.approx(2.0)
+
+
+def test_runs_alone_and_in_company_give_the_stage_its_slowdown_in_company() -> None:
+    clock = StageClock()
+    clock.observe(Stage.LATENT, 10.0, SIZE, company=0.0)
+    clock.observe(Stage.LATENT, 20.0, SIZE, company=1.0)
+    assert clock.predict(Stage.LATENT, SIZE) == pytest.approx(10.0)
+    assert clock.predict(Stage.LATENT, SIZE, in_company=True) == pytest.approx(20.0)
+    # A run half in company did half its work at each speed: 1 / (0.5 / 10 + 0.5 / 20) of a second per unit.
+    clock.observe(Stage.LATENT, 40.0 / 3.0, SIZE, company=0.5)
+    assert clock.predict(Stage.LATENT, SIZE) == pytest.approx(10.0)
+    # Decode was only seen alone: it takes latent's slowdown.
+    clock.observe(Stage.DECODE, 2.0, SIZE, company=0.1)
+    assert clock.paces()[Stage.DECODE].slowdown == pytest.approx(2.0)
+    # Company that did not slow a stage down leaves it at 1.
+    clock.observe(Stage.MUX, 1.0, SIZE, company=0.0)
+    clock.observe(Stage.MUX, 0.9, SIZE, company=1.0)
+    assert clock.paces()[Stage.MUX].slowdown == 1.0
+
+
+def test_a_run_s_company_is_the_share_of_its_time_another_command_ran() -> None:
+    activity = Activity()
+    activity.started("a", Stage.LATENT, at=0.0)
+    activity.started("b", Stage.DECODE, at=6.0)
+    assert activity.finished("b", Stage.DECODE, seconds=2.0, at=8.0) == pytest.approx(1.0)
+    assert activity.finished("a", Stage.LATENT, seconds=10.0, at=10.0) == pytest.approx(0.2)
+    activity.started("c", Stage.MUX, at=11.0)
+    activity.progressed("c", Stage.MUX, step=1, total=4)
+    run = activity.run("c", Stage.MUX)
+    assert run is not None and run.done == 0.25
+    activity.ended("c")  # failed: no StageFinished comes
+    assert activity.run("c", Stage.MUX) is None
+    assert activity.workers(Stage.LATENT) == 1
+
+
+def test_commands_of_one_stage_running_side_by_side_are_its_replicas_a_prefetched_one_is_not() -> None:
+    activity = Activity()
+    # The next command's StageStarted may come a moment before the last one's StageFinished.
+    activity.started("a", Stage.LATENT, at=0.0)
+    activity.started("b", Stage.LATENT, at=9.99)
+    activity.finished("a", Stage.LATENT, seconds=10.0, at=10.0)
+    assert activity.workers(Stage.LATENT) == 1
+    activity.started("c", Stage.LATENT, at=11.0)
+    activity.finished("b", Stage.LATENT, seconds=10.0, at=20.0)
+    assert activity.workers(Stage.LATENT) == 2
 
 
 def test_size_of_reads_the_resolution_and_the_models_native_frames() -> None:
@@ -84,15 +130,42 @@ def test_jobs_in_line_wait_for_the_slowest_stage() -> None:
     assert ends == {"j1": pytest.approx(15.0), "j2": pytest.approx(25.0), "j3": pytest.approx(35.0)}
 
 
-def test_jobs_further_on_go_first_and_a_held_command_is_half_done() -> None:
+def test_jobs_further_on_go_first_and_a_started_command_has_done_its_share() -> None:
     lines = {
-        Stage.LATENT: [Queued(7, "running", SIZE, held=True)],
+        Stage.LATENT: [Queued(7, "running", SIZE, started=0.0, done=0.5)],
         Stage.INGEST: [Queued(9, "new", SIZE)],
     }
     ends = finish_times(lines, _clock(STAGE_S))
     assert ends["running"] == pytest.approx(5.0 + 2.0 + 1.0)
     # "new" reaches latent at 2 s and waits until "running" is done at 5 s.
     assert ends["new"] == pytest.approx(5.0 + 10.0 + 2.0 + 1.0)
+    # Without progress events, the time since it started tells: 4 s of its 10.
+    lines[Stage.LATENT] = [Queued(7, "running", SIZE, started=100.0)]
+    assert finish_times(lines, _clock(STAGE_S), now=104.0)["running"] == pytest.approx(6.0 + 2.0 + 1.0)
+
+
+def test_a_prefetched_command_waits_for_the_one_running() -> None:
+    lines = {Stage.LATENT: [Queued(1, "a", SIZE, started=0.0, done=0.0), Queued(2, "b", SIZE)]}
+    ends = finish_times(lines, _clock(STAGE_S))
+    assert ends == {"a": pytest.approx(13.0), "b": pytest.approx(23.0)}
+
+
+def test_commands_in_company_run_at_their_slower_pace() -> None:
+    clock = StageClock()
+    for stage, took in ((Stage.LATENT, 10.0), (Stage.DECODE, 4.0), (Stage.MUX, 1.0)):
+        clock.observe(stage, took, SIZE, company=0.0)
+        clock.observe(stage, 2 * took, SIZE, company=1.0)
+    lines = {Stage.LATENT: [Queued(1, "a", SIZE, started=0.0, done=0.0), Queued(2, "b", SIZE)]}
+    # a's latent alone to 10 s; a's decode beside b's latent at half pace to 18 s (b's latent 4 s along),
+    # a's mux beside it to 20 s (5 s along); b's latent alone to 25 s, its decode to 29 s, its mux to 30 s.
+    assert finish_times(lines, clock) == {"a": pytest.approx(20.0), "b": pytest.approx(30.0)}
+
+
+def test_a_stage_with_replicas_takes_as_many_commands_at_once() -> None:
+    clock = _clock({Stage.LATENT: 10.0, Stage.DECODE: 2.0, Stage.MUX: 1.0})
+    lines = {Stage.LATENT: [Queued(1, "a", SIZE), Queued(2, "b", SIZE)]}
+    two = finish_times(lines, clock, workers=lambda stage: 2 if stage == Stage.LATENT else 1)
+    assert two == {"a": pytest.approx(13.0), "b": pytest.approx(15.0)}  # b's decode waits for a's
 
 
 def test_an_unmeasured_stage_leaves_the_eta_unknown_for_whoever_crosses_it() -> None:
@@ -147,9 +220,14 @@ async def test_queue_position_counts_the_commands_ahead_on_the_stage_subject(tmp
             assert standing.queue_position == 2
             assert standing.eta_s is None  # no stage measured yet
 
-            # A worker takes the first: it still stands ahead, and the job it holds has no place in line.
+            # A worker takes the first: held but not started (a prefetch), it still waits first in line.
             worker = await js.pull_subscribe(work_subject(Stage.LATENT), durable=durable_name(Stage.LATENT))
             [held] = await worker.fetch(1, timeout=5)
+            assert (await estimator.standing(views[0])).queue_position == 0
+            # Once its stage starts it, it has no place in line, and still stands ahead of the others.
+            estimator.offer(
+                frame(1, StageStarted(job_id=specs[0].job_id, stage=Stage.LATENT).model_dump_json().encode())
+            )
             assert (await estimator.standing(views[2])).queue_position == 2
             assert (await estimator.standing(views[0])).queue_position is None
 
@@ -167,6 +245,16 @@ async def test_queue_position_counts_the_commands_ahead_on_the_stage_subject(tmp
             assert (first.queue_position, second.queue_position) == (0, 1)
             assert first.eta_s == pytest.approx(2.0 * 3)
             assert second.eta_s == pytest.approx(2.0 * 4)
+
+            # A job submitted after the last read of a line is looked for at once, not a second later.
+            queues = WorkQueues(js, cache_s=60.0)
+            await queues.lines()
+            late = _spec(9)
+            command = PointsReserved(job=late, image=_image(), width=64, height=64, price=8)
+            await js.publish(work_subject(Stage.LATENT), command.model_dump_json().encode())
+            assert late.job_id not in {q.job_id for q in (await queues.lines())[Stage.LATENT]}
+            found = await queues.lines(newer_than=late.submitted_at.timestamp())
+            assert late.job_id in {q.job_id for q in found[Stage.LATENT]}
         finally:
             await nc.close()
 
