@@ -128,6 +128,31 @@ def use_compile_cache(state_dir: Path) -> Path:
     return folder
 
 
+def options_from_setting(text: str, state_dir: Path) -> FastOptions:
+    """``I2V_FAST`` read (a bad option stops the service at start, named); with ``compile``, inductor's cache
+    goes in the state folder (:func:`use_compile_cache`)."""
+    options = parse_fast(text)
+    if options.compile:
+        use_compile_cache(state_dir)
+    return options
+
+
+def to_channels_last(module: torch.nn.Module) -> int:
+    """Convolution weights of ``module`` in channels-last layout (NHWC; NDHWC for the temporal Conv3d), so
+    cuDNN runs its NHWC kernels and the activations follow; returns how many. ``Module.to(memory_format=)``
+    cannot do it for the SVD UNet: it refuses the 5-D weights of the temporal convolutions."""
+    count = 0
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d):
+            layer.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        elif isinstance(layer, torch.nn.Conv3d):
+            layer.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        else:
+            continue
+        count += 1
+    return count
+
+
 def fuse_qkv(module: torch.nn.Module) -> int:
     """Fuse the projections of every diffusers ``Attention`` in ``module``; returns how many.
 
@@ -166,7 +191,7 @@ def apply_to_unet(unet: torch.nn.Module, options: FastOptions) -> None:
     """The model-side options on the latent stage's UNet, in the order that composes: layout and
     fusion change the weights, FP8 replaces the linear layers, compile traces the result."""
     if options.channels_last:
-        unet.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        to_channels_last(unet)
     if options.fuse_qkv:
         fuse_qkv(unet)
     if options.fp8:
@@ -178,7 +203,7 @@ def apply_to_unet(unet: torch.nn.Module, options: FastOptions) -> None:
 def apply_to_vae(vae: torch.nn.Module, options: FastOptions) -> None:
     """The model-side options on the decode stage's VAE; compile covers its decoder (the part that runs)."""
     if options.channels_last:
-        vae.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        to_channels_last(vae)
     if options.fuse_qkv:
         fuse_qkv(vae)
     if options.compile:

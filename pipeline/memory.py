@@ -249,3 +249,17 @@ def largest_chunk(vae: torch.nn.Module, width: int, height: int, frames: int, bu
 
 def gib(n: int) -> str:
     return f"{n / 2**30:.1f}"
+
+
+def activation_budget(pipe: Any, limit: int | None) -> int | None:
+    """Bytes left for a job's activations: ``limit`` (what this process may use) less the resident weights
+    and the margins; without a limit, on CUDA, the GPU's total less what this process holds and the context;
+    else None (the CPU: nothing to check)."""
+    device = pipe.unet.device
+    if limit is None:
+        if device.type != "cuda":
+            return None
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(total - torch.cuda.memory_allocated(device) - CONTEXT_BYTES)
+    weights = sum(_weights(m) for m in (pipe.unet, pipe.vae, pipe.image_encoder))
+    return limit - int(weights * FRAGMENTATION) - CONTEXT_BYTES

@@ -49,6 +49,18 @@ class Settings(BaseSettings):
         description="RIFE flownet.pkl (or its folder) for jobs asking interpolator 'rife'; unset refuses them",
     )
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at once; bounds memory")
+    fast: str = Field(
+        "",
+        description="opt-in speed options of the latent and decode stages, comma separated: channels_last, "
+        "compile, cuda_graphs, sdpa=flash|efficient|cudnn|math, fuse_qkv, dtype=fp16|bf16|fp32, fp8, "
+        "step_cache=N, skip_cfg=F, auto_chunk (pipeline/accel.py, docs/GPU.md); empty is diffusers' own path",
+    )
+    gpu_memory_gb: float | None = Field(
+        None,
+        gt=0,
+        description="GPU memory the latent stage may use (GiB); it refuses a size whose estimate exceeds it. "
+        "Default: the GPU's total; on the CPU nothing is checked unless set",
+    )
     threads: int | None = Field(
         None,
         ge=1,

@@ -1,5 +1,7 @@
 """Composition root of the decode service."""
 
+from typing import TYPE_CHECKING
+
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
 
@@ -14,6 +16,16 @@ from services.decode.stage import DecodeStage
 from services.objectstore import object_store_from
 from services.threads import budget_service, settle_threads
 
+if TYPE_CHECKING:
+    from pipeline.accel import FastOptions
+
+
+def _fast(settings: Settings) -> "FastOptions":
+    # Imported at start, not when the app is built: pipeline.accel imports torch.
+    from pipeline.accel import options_from_setting
+
+    return options_from_setting(settings.fast, settings.state_dir)
+
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
@@ -23,7 +35,11 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     stage = kit.deferred(
         lambda: DecodeStage(
-            the_store(), settings.device, settings.decode_chunk_size, rife_weights=settings.rife_weights
+            the_store(),
+            settings.device,
+            settings.decode_chunk_size,
+            rife_weights=settings.rife_weights,
+            fast=_fast(settings),
         )
     )
     runner = kit.deferred(lambda: kit.runner(Stage.DECODE, the_store(), prefetch=True))

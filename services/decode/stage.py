@@ -19,6 +19,7 @@ from services.bus.faults import PermanentError
 from services.bus.ports import Progress
 
 if TYPE_CHECKING:
+    from pipeline.accel import FastOptions
     from pipeline.render import Resample
     from pipeline.rife import RifeModel
 
@@ -29,22 +30,39 @@ FRAMES_CONTENT_TYPE = "application/x-safetensors"
 
 class DecodeStage:
     def __init__(
-        self, store: ObjectStore, device: str | None, chunk_size: int, *, rife_weights: Path | None = None
+        self,
+        store: ObjectStore,
+        device: str | None,
+        chunk_size: int,
+        *,
+        rife_weights: Path | None = None,
+        fast: "FastOptions | None" = None,
     ) -> None:
+        """``fast``: the opt-in speed options (pipeline/accel.py) applied to the VAE when it is loaded; with
+        ``auto_chunk`` the chunk is the largest the GPU's free memory holds, ``chunk_size`` off CUDA."""
         self._store = store
         self._device = device
         self._chunk_size = chunk_size
         self._rife_weights = rife_weights
         self._rife: RifeModel | None = None
+        self._fast = fast
+        self._accelerated: set[int] = set()
 
     def _vae(self, model: str):  # type: ignore[no-untyped-def]
+        from pipeline.accel import DEFAULT, apply_to_vae, check_device
         from pipeline.models import ModelNotFoundError, load_vae, pick_device
 
+        fast = self._fast or DEFAULT
         device, dtype = pick_device(self._device)
+        check_device(fast, device)
         try:
-            return load_vae(model, device, dtype)
+            vae = load_vae(model, device, fast.torch_dtype(dtype))
         except ModelNotFoundError as exc:
             raise PermanentError(FailureCode.MODEL_NOT_FOUND, str(exc)) from exc
+        if id(vae) not in self._accelerated:
+            apply_to_vae(vae, fast)
+            self._accelerated.add(id(vae))
+        return vae
 
     def _resampler(self, interpolator: str) -> "Resample":
         from pipeline.render import resampler
@@ -72,7 +90,20 @@ class DecodeStage:
         from pipeline.model_catalog import is_still
 
         if not is_still(model):
-            self._vae(model)
+            vae = self._vae(model)
+            if self._fast is not None and self._fast.compile:
+                # Compile now, at the default size and chunk, not in the first job.
+                import torch
+
+                from pipeline.decode import decode_latents
+                from pipeline.model_catalog import model_defaults
+
+                defaults = model_defaults(model)
+                frames = min(self._chunk_size, defaults.native_frames)
+                latents = torch.zeros(
+                    1, frames, vae.config["latent_channels"], defaults.height // 8, defaults.width // 8
+                )
+                decode_latents(vae, latents, num_frames=frames, chunk_size=frames)
 
     def native_frames(self, cmd: LatentsReady):  # type: ignore[no-untyped-def]
         """The generated frames as uint8 (n, H, W, 3): the VAE's decode, or the ``still`` model's image."""
@@ -88,7 +119,12 @@ class DecodeStage:
 
         latents, _meta = latents_from_bytes(data)
         vae = self._vae(cmd.job.params.model)
-        return frames_to_uint8(decode_latents(vae, latents, num_frames=cmd.native_frames, chunk_size=self._chunk_size))
+        chunk = self._chunk_size
+        if self._fast is not None and self._fast.auto_chunk:
+            from pipeline.decode import pick_chunk_size
+
+            chunk = pick_chunk_size(vae, cmd.width, cmd.height, cmd.native_frames, default=chunk)
+        return frames_to_uint8(decode_latents(vae, latents, num_frames=cmd.native_frames, chunk_size=chunk))
 
     def run(self, cmd: LatentsReady, progress: Progress) -> FramesReady:
         from pipeline.camera import parse_motion_prompt

@@ -1,5 +1,7 @@
 """Composition root of the latent (GPU) service."""
 
+from typing import TYPE_CHECKING
+
 from faststream import FastStream
 from faststream.nats.annotations import NatsMessage
 
@@ -15,6 +17,16 @@ from services.latent.stage import LatentStage
 from services.objectstore import object_store_from
 from services.threads import budget_service, settle_threads
 
+if TYPE_CHECKING:
+    from pipeline.accel import FastOptions
+
+
+def _fast(settings: Settings) -> "FastOptions":
+    # Imported at start, not when the app is built: pipeline.accel imports torch.
+    from pipeline.accel import options_from_setting
+
+    return options_from_setting(settings.fast, settings.state_dir)
+
 
 def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastStream:
     """The store is opened when the app starts, not here (see :class:`Deferred`)."""
@@ -24,7 +36,14 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     the_store = kit.deferred(lambda: store or object_store_from(settings))
     interval = settings.preview_interval_s if settings.previews else None
     stage = kit.deferred(
-        lambda: LatentStage(the_store(), settings.device, kit.cancels.is_cancelled, preview_interval_s=interval)
+        lambda: LatentStage(
+            the_store(),
+            settings.device,
+            kit.cancels.is_cancelled,
+            preview_interval_s=interval,
+            fast=_fast(settings),
+            gpu_memory_gb=settings.gpu_memory_gb,
+        )
     )
     runner = kit.deferred(lambda: kit.runner(Stage.LATENT, the_store(), prefetch=True))
     # Billing's seal, checked before any work: no reservation, no work (services/billing/seal.py).
@@ -33,6 +52,8 @@ def build_app(settings: Settings, *, store: ObjectStore | None = None) -> FastSt
     @kit.work_subscriber(Stage.LATENT, description="SVD image encode and UNet denoising into latents")
     async def on_points_reserved(cmd: PointsReserved, msg: NatsMessage) -> None:
         delivery, announce = NatsDelivery(msg), announce_from_threads(kit.publisher)
+        # Its inputs (image, and on CUDA its encoding) get ready while the command before it denoises.
+        stage().prefetch(cmd, seal().checked)
         await runner().run(
             delivery, cmd.job, lambda progress: stage().run(seal().checked(cmd), progress, announce, delivery.attempt)
         )
