@@ -20,7 +20,7 @@ from services.gateway.headers import SecurityHeaders
 from services.gateway.jobs_index import JobsIndex
 from services.gateway.media import MediaCache
 from services.gateway.model_sizes import ModelSize, ModelSizes, model_size_from_config
-from services.gateway.routers import account, jobs, pages, previews, session, suggest
+from services.gateway.routers import account, jobs, models, pages, previews, session, suggest
 from services.gateway.routers.batches import router as batches_router
 from services.gateway.routers.deliveries import router as deliveries_router
 from services.gateway.routers.pages import STATIC_DIR
@@ -83,7 +83,8 @@ def build_app(
     errors.install(app)
     app.include_router(deliveries_router)
     app.include_router(batches_router)
-    for router in (session.router, account.router, jobs.router, previews.router, suggest.router, pages.router):
+    routers = (session.router, account.router, models.router, jobs.router, previews.router, suggest.router)
+    for router in (*routers, pages.router):
         app.include_router(router)
     openapi.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

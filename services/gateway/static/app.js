@@ -57,6 +57,7 @@ async function showApp() {
   $("login").hidden = true;
   $("app").hidden = false;
   $("account").hidden = false;
+  await loadSizes();
   restoreSettings();
   updatePrice();
   await loadHistory(true);
@@ -193,6 +194,7 @@ function applyParams(params) {
   for (const [name, value] of Object.entries(params)) {
     if (name === "duration" || name === "fps" || name === "loop") setChoice(name, String(value));
     else if (name === "stabilize") $("stabilize").checked = Boolean(value);
+    else if (name === "resolution") setSize(value);
     else {
       const input = document.querySelector(`#job-form [name=${name}]`);
       if (input) input.value = String(value);
@@ -220,11 +222,41 @@ function setChoice(name, value) {
   input.checked = true;
 }
 
+// --- sizes ---------------------------------------------------------------------------------------
+
+// The server's model's sizes (GET /v1/models): its own, turned, and a square of about its area.
+async function loadSizes() {
+  let models = [];
+  try { models = (await api("/v1/models")).models; } catch (err) { return; /* auto stays the only size */ }
+  const model = models.find((m) => m.default) || models[0];
+  if (!model) return;
+  const options = model.sizes.map((size) => {
+    const option = document.createElement("option");
+    option.value = size.resolution;
+    option.textContent = `${size.label} · ${size.resolution.replace("x", "×")}`;
+    return option;
+  });
+  $("resolution").replaceChildren($("resolution").options[0], ...options);
+}
+
+// Select a size, given as "WxH", {width, height} (a job's parameters) or nothing (auto); a size the
+// presets lack gets an option of its own, as a preset's duration gets a button.
+function setSize(value) {
+  const text = !value ? "" : typeof value === "string" ? value : `${value.width}x${value.height}`;
+  if (text && ![...$("resolution").options].some((o) => o.value === text)) {
+    const option = document.createElement("option");
+    option.value = text;
+    option.textContent = text.replace("x", "×");
+    $("resolution").append(option);
+  }
+  $("resolution").value = text;
+}
+
 // --- settings kept across reloads ----------------------------------------------------------------
 
 const SETTINGS_KEY = "i2v.settings";
 const KEPT = ["duration", "fps", "loop", "motion_bucket_id", "motion_prompt", "augmentation_level", "steps",
-  "cfg_scale", "min_cfg", "format", "quality", "interpolator", "preset"];
+  "cfg_scale", "min_cfg", "format", "quality", "interpolator", "preset", "resolution"];
 
 function saveSettings() {
   const kept = {};
@@ -288,6 +320,7 @@ for (const input of document.querySelectorAll("input[name=duration], input[name=
   input.addEventListener("change", updatePrice);
 }
 $("steps").addEventListener("input", updatePrice);
+$("resolution").addEventListener("change", updatePrice);
 $("variations").addEventListener("input", updatePrice);
 
 /** How many jobs one submit makes (the form's Variations, 1-4): each is priced and charged. */
@@ -301,6 +334,7 @@ async function updatePrice() {
   try {
     // The server prices the work (pixels x frames x steps); the button shows its answer, never its own sum.
     const query = new URLSearchParams({ duration: chosen("duration"), fps: chosen("fps"), steps: $("steps").value });
+    if ($("resolution").value) query.set("resolution", $("resolution").value);
     const quote = await api(`/v1/quote?${query}`);
     if (ticket === priceRequest) $("price").textContent = quote.price * variations();
   } catch (err) { /* the button keeps the last price */ }
@@ -332,6 +366,7 @@ $("job-form").addEventListener("submit", async (e) => {
   form.append("quality", $("quality").value);
   form.append("interpolator", $("interpolator").value);
   form.append("stabilize", $("stabilize").checked ? "true" : "false");
+  if ($("resolution").value) form.append("resolution", $("resolution").value);
   if ($("preset").value) form.append("preset", $("preset").value);
   if (variations() > 1) form.append("variations", String(variations()));
   $("generate").disabled = true;
@@ -363,6 +398,35 @@ async function cancelJob(id) {
   } catch (err) {
     $("form-error").textContent = err.message;
   }
+}
+
+// A finished video goes on from its last frame for the form's duration, as a new job (its card first);
+// the server keeps the parent's fps, size and format, and the parent's other settings.
+async function extendJob(id) {
+  $("form-error").textContent = "";
+  try {
+    const job = await api(`/v1/jobs/${id}/extend`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ duration: Number(chosen("duration")) }),
+    });
+    upsertCard(job, true);
+    state.current = job.id;
+    showProgress(job);
+    follow(job);
+    refreshAccount().catch(() => null);
+  } catch (err) {
+    $("form-error").textContent = err.message;
+  }
+}
+
+// The form takes a job's parameters and seed: the same video again, or a start for changes.
+function useSettings(job) {
+  applyParams({ ...job.parameters, seed: job.seed });
+  $("preset").value = "";  // the values are the job's own now, whatever preset chose them
+  saveSettings();
+  $("job-form").scrollIntoView({ behavior: "smooth", block: "start" });
+  $("form-error").textContent = "";
 }
 
 // A failed or cancelled job runs again from where it stopped, as a new generation; follow that one.
@@ -555,7 +619,10 @@ function upsertCard(job, first = false) {
     card.querySelector(".delete").addEventListener("click", () => deleteJob(card.dataset.id));
     card.querySelector(".cancel-job").addEventListener("click", () => cancelJob(card.dataset.id));
     card.querySelector(".replay-job").addEventListener("click", () => replayJob(card.dataset.id));
+    card.querySelector(".extend-job").addEventListener("click", () => extendJob(card.dataset.id));
+    card.querySelector(".reuse").addEventListener("click", () => useSettings(card.job));
   }
+  card.job = job;
   $("empty").hidden = true;
   const media = card.querySelector(".media");
   const status = card.querySelector(".status");
@@ -564,8 +631,11 @@ function upsertCard(job, first = false) {
   const p = job.parameters;
   const done = job.status === "succeeded";
   const size = job.output ? ` · ${formatBytes(job.output.size_bytes)}` : "";
-  card.querySelector(".facts").textContent = `${p.duration} s · ${p.fps} fps · ${p.format}${size}`;
+  const seconds = job.output ? job.output.duration_s : p.duration;  // an extension's: the whole video's
+  card.querySelector(".facts").textContent = `${seconds} s · ${p.fps} fps · ${p.format}${size}`;
   card.querySelector(".camera").textContent = cameraLine(job.camera);
+  card.querySelector(".params").textContent = paramsLine(job);
+  card.querySelector(".extend-job").hidden = !done || job.deleted;
   card.querySelector(".enlarge").hidden = !done;
   card.querySelector(".download").hidden = !done;
   card.querySelector(".cancel-job").hidden = FINISHED.has(job.status);
@@ -573,7 +643,7 @@ function upsertCard(job, first = false) {
   card.querySelector(".delete").hidden = !FINISHED.has(job.status);
   card.querySelector(".download").href = `${job.links.video}?download=1`;
   if (done && !media.querySelector("video, img:not(.preview)")) {
-    const label = `Video ${job.id}, ${p.duration} seconds at ${p.fps} fps`;
+    const label = `Video ${job.id}, ${seconds} seconds at ${p.fps} fps`;
     if (isAnimatedImage(job)) {
       // GIF and animated WebP play in an <img>, as browsers do not take them as <video> sources.
       const img = document.createElement("img");
@@ -600,6 +670,20 @@ function upsertCard(job, first = false) {
     if (!err) { err = document.createElement("p"); err.className = "err"; card.querySelector(".meta").after(err); }
     err.textContent = job.error.message;
   } else if (err) err.remove();
+}
+
+// "seed 1234 · 25 steps · cfg 1–2.5 · motion 127 · 256×192", and what an extension continues.
+function paramsLine(job) {
+  const p = job.parameters;
+  const size = job.output ? `${job.output.width}×${job.output.height}`
+    : p.resolution ? `${p.resolution.width}×${p.resolution.height}` : "auto size";
+  const parts = [`seed ${job.seed}`, `${p.steps} steps`, `cfg ${p.min_cfg}–${p.cfg_scale}`,
+    `motion ${p.motion_bucket_id}`, size];
+  if (p.augmentation_level) parts.push(`augmentation ${p.augmentation_level}`);
+  if (p.loop !== "none") parts.push(`${p.loop} loop`);
+  if (p.stabilize) parts.push("stabilized");
+  if (job.extends) parts.push(`+${p.duration} s after ${job.extends}`);
+  return parts.join(" · ");
 }
 
 function isAnimatedImage(job) {
