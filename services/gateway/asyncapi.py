@@ -2,7 +2,8 @@
 
 Each service's composition root is built without connecting (nothing connects at build time), and
 the brokers' subscriptions, with the contracts they carry, are combined into one document, together
-with what the gateway itself publishes and follows.
+with what the gateway itself publishes and follows, and the webhooks the webhooks service POSTs
+(``services.webhooks.document``: each event's body and the signature headers).
 """
 
 import functools
@@ -16,6 +17,7 @@ from contracts.messages import CancelRequested, Event, JobSubmitted
 from contracts.stages import PIPELINE_ORDER, Stage
 from contracts.subjects import EVENTS_STREAM, EVENTS_SUBJECTS, WORK_STREAM, work_subject
 from services.config import Settings
+from services.webhooks.document import add_webhooks
 
 _NOWHERE = "nats://127.0.0.1:4222"
 
@@ -63,10 +65,11 @@ def bus_document() -> dict[str, Any]:
         *brokers,
         title="i2v bus",
         version="1",
-        description="Stage commands on the I2V_WORK stream, each job's history on I2V_EVENTS.",
+        description="Stage commands on the I2V_WORK stream, each job's history on I2V_EVENTS, and the webhooks"
+        " POSTed to the URLs jobs name.",
     )
     document: dict[str, Any] = spec.to_specification().to_jsonable()
-    return document
+    return add_webhooks(document)
 
 
 if __name__ == "__main__":

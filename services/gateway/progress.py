@@ -25,6 +25,7 @@ from contracts.messages import (
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
 from contracts.stages import PIPELINE_ORDER, Stage
+from contracts.webhooks import Webhook
 
 
 class JobStatus(StrEnum):
@@ -147,6 +148,8 @@ class JobView:
     """The delivered video's frames, lossless (``JobCompleted.frames``): what an extension continues from."""
     extends: str | None = None
     """The job this one extends (contracts/extension.py); None for a job made from a picture."""
+    webhook: Webhook | None = None
+    """Where the job's events are POSTed (its URL and events; the signing secret is the account's, never here)."""
 
     @classmethod
     def submitted(cls, spec: JobSpec, price: int = 0) -> "JobView":
@@ -160,6 +163,7 @@ class JobView:
             price=price,
             generation=spec.generation,
             extends=spec.extends.job_id if spec.extends is not None else None,
+            webhook=spec.webhook,
         )
 
     @property

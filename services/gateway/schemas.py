@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from contracts.params import GenerationParams
 from contracts.stages import Stage
+from contracts.webhooks import Webhook
 from pipeline.camera import parse_motion_prompt
 from services.gateway.auth import LINK_RESOURCE
 from services.gateway.eta import Standing
@@ -70,6 +71,11 @@ class JobResource(BaseModel):
         description="the job this one extends (`POST /v1/jobs/{id}/extend`): its video is that job's frames, then"
         " this job's new ones; `parameters` are the new segment's, `output` the whole video's; null for a picture's",
     )
+    webhook: Webhook | None = Field(
+        None,
+        description="where the job's events are POSTed (`webhook`, `webhook_events` on submit), signed with the"
+        " account's secret (`GET /v1/account/webhook-secret`; never shown here); null without one",
+    )
 
     @classmethod
     def of(cls, view: JobView, standing: Standing | None = None) -> "JobResource":
@@ -97,6 +103,7 @@ class JobResource(BaseModel):
             links=JobLinks.of(view.job_id),
             batch_id=view.batch_id,
             extends=view.extends,
+            webhook=view.webhook,
         )
 
 

@@ -34,6 +34,7 @@ from services.gateway.public_events import public_event
 from services.gateway.schemas import JobResource
 from services.webhooks.destination import Answer, Destination, resolve
 from services.webhooks.destination import post as http_post
+from services.webhooks.document import JOB_ESSENTIALS
 
 log = logging.getLogger("i2v.webhooks")
 
@@ -88,10 +89,7 @@ def outgoing(event: Event, spec: JobSpec, sequence: int, published_at: datetime)
         return None
     view = JobView.submitted(spec)
     view.apply(sequence, event)
-    resource = JobResource.of(view).model_dump(
-        mode="json",
-        include={"id", "status", "generation", "stage", "price", "seed", "error", "output", "created_at", "links"},
-    )
+    resource = JobResource.of(view).model_dump(mode="json", include=set(JOB_ESSENTIALS))
     body = {
         "type": f"job.{kind}",
         "timestamp": published_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),

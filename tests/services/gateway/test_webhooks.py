@@ -61,6 +61,13 @@ async def test_a_job_carries_its_webhook_and_shows_its_deliveries(
             assert submitted.job.webhook.url == "http://127.0.0.1:9/hook"
             assert submitted.job.webhook.events == ("started", "completed")
             assert "webhook" not in response.json()["parameters"]
+            # The job resource shows where and what is sent, never the account's signing secret.
+            shown = {"url": "http://127.0.0.1:9/hook", "events": ["started", "completed"]}
+            assert response.json()["webhook"] == shown
+            fetched = await client.get(f"/v1/jobs/{job_id}")
+            assert fetched.json()["webhook"] == shown
+            secret = (await client.get("/v1/account/webhook-secret")).json()["secret"]
+            assert secret.startswith("whsec_") and secret not in response.text + fetched.text
 
             deliveries = await client.get(f"/v1/jobs/{job_id}/deliveries")
             assert deliveries.status_code == 200, deliveries.text

@@ -8,14 +8,25 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
 from contracts.keys import preview_key
-from contracts.messages import JobSpec, StagePreview, StageProgress, StageStarted
+from contracts.messages import (
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobRejected,
+    JobSpec,
+    StagePreview,
+    StageProgress,
+    StageStarted,
+)
 from contracts.params import GenerationParams
 from contracts.refs import ObjectRef
-from contracts.webhooks import Webhook, check_webhook_url, parse_webhook_events
+from contracts.webhooks import WEBHOOK_EVENTS, Webhook, check_webhook_url, parse_webhook_events
 from services.billing.ledger import SqlLedger, open_ledger
+from services.gateway.asyncapi import bus_document
 from services.webhooks.delivery import Outgoing, Retry, Sender, outgoing
 from services.webhooks.destination import WebhookRefusedError, resolve
 from tests.services.job_messages import completed
@@ -239,3 +250,33 @@ def test_event_names_are_checked() -> None:
         parse_webhook_events([])
     with pytest.raises(ValidationError):
         Webhook(url="https://example.com/h", events=("finished",))
+
+
+def test_every_body_fits_the_asyncapi_documents_schema_of_its_event() -> None:
+    document = bus_document()
+    spec = _spec("https://example.com/h", *WEBHOOK_EVENTS)
+    ref = ObjectRef(
+        bucket="i2v", key=preview_key(spec.job_id, 0, 0), size=1, sha256="0" * 64, content_type="image/webp"
+    )
+    events: dict[str, Event] = {
+        "started": StageStarted(job_id=spec.job_id, stage="ingest"),
+        "preview": StagePreview(job_id=spec.job_id, stage="latent", index=0, step=1, total=2, preview=ref),
+        "completed": completed(spec, 12),
+        "failed": JobFailed(job=spec, stage="latent", code="out_of_memory", reason="CUDA out of memory"),
+        "cancelled": JobCancelled(job=spec, stage="latent"),
+    }
+    rejected = JobRejected(job=spec, code="insufficient_points", reason="short", price=24, balance=3)
+    bodies = [(kind, outgoing(event, spec, 5, AT)) for kind, event in [*events.items(), ("failed", rejected)]]
+
+    for kind, item in bodies:
+        assert item is not None and item.event == kind
+        message = document["components"]["messages"][f"webhook:{kind}"]
+        assert message["payload"] == {"$ref": f"#/components/schemas/Webhook:{kind}"}
+        schema = {**document["components"]["schemas"][f"Webhook:{kind}"], "components": document["components"]}
+        body = json.loads(item.payload)
+        assert list(Draft202012Validator(schema).iter_errors(body)) == [], (kind, body)
+        del body["data"]["job"]["status"]  # and a body without what the document requires does not fit
+        assert list(Draft202012Validator(schema).iter_errors(body)), kind
+    send = document["operations"]["webhooks:send"]
+    assert send["action"] == "send" and send["bindings"] == {"http": {"method": "POST"}}
+    assert document["channels"]["webhooks"]["messages"].keys() == set(WEBHOOK_EVENTS)
