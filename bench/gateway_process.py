@@ -46,32 +46,26 @@ class Gateway:
     nats_url: str
 
 
-@contextmanager
-def served_gateway(state: Path, max_active_jobs: int) -> Iterator[Gateway]:
-    """Everything under ``state``; the gateway is stopped (terminated, killed after 15 s) on the way out."""
-    with NatsServer(state / "nats") as nats_server, SeaweedS3(state / "s3") as s3:
-        from infra.objectstore import S3ObjectStore
+@dataclass(frozen=True)
+class BenchStack:
+    """nats-server, SeaweedFS and a ledger under one state folder; :meth:`gateway` starts gateway processes."""
 
-        S3ObjectStore(s3.endpoint, s3.access_key, s3.secret_key, "i2v").ensure_bucket()
-        key = new_api_key()
-        open_ledger(str(state / "ledger.sqlite3")).create_account(ACCOUNT, 10**9, hash_api_key(key))
+    state: Path
+    nats_url: str
+    key: str
+    env: dict[str, str]
+
+    @contextmanager
+    def gateway(self, name: str = "gateway", **env: str) -> Iterator[Gateway]:
+        """One ``i2v serve gateway`` process on a free port, ``env`` added to its environment; stopped
+        (terminated, killed after 15 s) on the way out."""
         port = free_port()
-        ready = state / "gateway.ready"
-        env = {
-            **os.environ,
-            "I2V_NATS_URL": nats_server.url,
-            "I2V_S3_ENDPOINT": s3.endpoint,
-            "I2V_S3_ACCESS_KEY": s3.access_key,
-            "I2V_S3_SECRET_KEY": s3.secret_key,
-            "I2V_STATE_DIR": str(state),
-            "I2V_GATEWAY_PORT": str(port),
-            "I2V_GATEWAY_MAX_ACTIVE_JOBS": str(max_active_jobs),
-            "I2V_READY_FILE": str(ready),
-        }
-        with (state / "gateway.log").open("wb") as log:
-            gateway = subprocess.Popen(
+        ready = self.state / f"{name}.ready"
+        log_path = self.state / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
                 [sys.executable, "-m", "services.cli.main", "serve", "gateway"],
-                env=env,
+                env={**self.env, "I2V_GATEWAY_PORT": str(port), "I2V_READY_FILE": str(ready), **env},
                 cwd=ROOT,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -79,13 +73,41 @@ def served_gateway(state: Path, max_active_jobs: int) -> Iterator[Gateway]:
             try:
                 deadline = time.monotonic() + 60
                 while not ready.exists():
-                    if gateway.poll() is not None or time.monotonic() > deadline:
-                        raise GatewayDidNotStart((state / "gateway.log").read_text()[-3000:])
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise GatewayDidNotStart(log_path.read_text()[-3000:])
                     time.sleep(0.1)
-                yield Gateway(port, key, gateway.pid, nats_server.url)
+                yield Gateway(port, self.key, process.pid, self.nats_url)
             finally:
-                gateway.terminate()
+                process.terminate()
                 try:
-                    gateway.wait(timeout=15)
+                    process.wait(timeout=15)
                 except subprocess.TimeoutExpired:
-                    gateway.kill()
+                    process.kill()
+
+
+@contextmanager
+def bench_stack(state: Path, max_active_jobs: int) -> Iterator[BenchStack]:
+    """Everything under ``state``: the servers, and an account of :data:`ACCOUNT` with an API key."""
+    with NatsServer(state / "nats") as nats_server, SeaweedS3(state / "s3") as s3:
+        from infra.objectstore import S3ObjectStore
+
+        S3ObjectStore(s3.endpoint, s3.access_key, s3.secret_key, "i2v").ensure_bucket()
+        key = new_api_key()
+        open_ledger(str(state / "ledger.sqlite3")).create_account(ACCOUNT, 10**9, hash_api_key(key))
+        env = {
+            **os.environ,
+            "I2V_NATS_URL": nats_server.url,
+            "I2V_S3_ENDPOINT": s3.endpoint,
+            "I2V_S3_ACCESS_KEY": s3.access_key,
+            "I2V_S3_SECRET_KEY": s3.secret_key,
+            "I2V_STATE_DIR": str(state),
+            "I2V_GATEWAY_MAX_ACTIVE_JOBS": str(max_active_jobs),
+        }
+        yield BenchStack(state, nats_server.url, key, env)
+
+
+@contextmanager
+def served_gateway(state: Path, max_active_jobs: int) -> Iterator[Gateway]:
+    """One gateway on :func:`bench_stack`."""
+    with bench_stack(state, max_active_jobs) as stack, stack.gateway() as gateway:
+        yield gateway

@@ -179,7 +179,7 @@ async def connect(gateway: Gateway) -> None:
         writer.offer(item)
         estimator.offer(item)
 
-    hub = EventHub(js, sink=sink)
+    hub = EventHub(js, sink=sink, heartbeat_s=gateway.heartbeat_s)
     writer.start()
     await hub.start(after_sequence=start)
     gateway.writer, gateway.hub, gateway.estimator = writer, hub, estimator

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from typing import cast
 
 import h11
 import uvicorn
@@ -10,6 +11,8 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.config import Settings
 from services.gateway.app import build_app
+from services.gateway.event_stream import WIRE_EXTENSION
+from services.gateway.events import Wire
 from services.gateway.runtime import Gateway
 from services.health import HealthServer
 
@@ -20,6 +23,25 @@ HEADER_TIMEOUT_S = 10.0
 """A request's line and headers must arrive within this long of the connection being ready for them."""
 KEEP_ALIVE_S = 5
 """An idle keep-alive connection is closed after this long without a new request."""
+WIRE_LIMIT = 256 * 1024
+"""Unsent bytes an SSE client may fall behind by (past the kernel's socket buffer) before it is cut off;
+it resumes with Last-Event-ID (services/gateway/events.py)."""
+
+
+class ChunkedWire:
+    """An SSE response's socket, for :meth:`EventHub.pump` to write chunks of the body to directly."""
+
+    __slots__ = ("_transport",)
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self._transport = transport
+
+    def write(self, chunk: bytes) -> bool:
+        transport = self._transport
+        if transport.is_closing():
+            return False
+        transport.write(chunk)
+        return transport.get_write_buffer_size() <= WIRE_LIMIT
 
 
 class HeaderDeadlineProtocol(H11Protocol):
@@ -42,9 +64,20 @@ class HeaderDeadlineProtocol(H11Protocol):
         super().connection_lost(exc)
 
     def handle_events(self) -> None:
+        cycle = self.cycle
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:
             self._disarm_header_deadline()  # the request's headers are in
+        if self.cycle is not cycle and self.cycle is not None:
+            # A new request, its app not started yet: offer it the socket for an SSE body.
+            extensions = cast(dict[str, object], self.cycle.scope.setdefault("extensions", {}))
+            extensions[WIRE_EXTENSION] = self._open_wire
+
+    def _open_wire(self) -> Wire | None:
+        """The socket, once the response's headers are out and its body is chunked (an HTTP/1.1 client)."""
+        if self.conn.our_state is not h11.SEND_BODY or self.conn.their_http_version != b"1.1":
+            return None
+        return ChunkedWire(self.transport)
 
     def on_response_complete(self) -> None:
         self._arm_header_deadline()  # first: a pipelined request's headers may be read right away

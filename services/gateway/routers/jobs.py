@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from contracts.keys import job_prefix
 from contracts.refs import ObjectRef
@@ -17,7 +17,8 @@ from infra.objectstore import ObjectMissingError, ObjectStoreError
 from services.bus.cancellation import request_cancel
 from services.gateway.dependencies import COMMON_ERRORS, CurrentAccount, GatewayDep, OwnJob
 from services.gateway.errors import ApiError, ErrorResponse
-from services.gateway.events import ClientTooSlowError, frames_with_heartbeats
+from services.gateway.event_stream import EventStreamResponse
+from services.gateway.events import ClientTooSlowError
 from services.gateway.jobs_index import Idempotency
 from services.gateway.media import entity_tag, matches, media_headers, media_response
 from services.gateway.progress import JobStatus, JobView
@@ -226,19 +227,11 @@ async def job_events(
     after = last_event_id
     if view.terminal and after >= view.last_sequence:
         return Response(status_code=204)
-    frames = gateway.events().follow(view.job_id, after, generation=view.generation)
-
-    async def body() -> Any:
-        yield b"retry: 2000\n\n"
-        try:
-            async for chunk in frames_with_heartbeats(frames, gateway.heartbeat_s):
-                yield chunk
-        except ClientTooSlowError:
-            return  # the browser reconnects with Last-Event-ID
-
-    return StreamingResponse(
-        body(),
-        media_type="text/event-stream",
+    return EventStreamResponse(
+        gateway.events(),
+        view.job_id,
+        after,
+        view.generation,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

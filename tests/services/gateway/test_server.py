@@ -1,12 +1,14 @@
-"""The HTTP server's own limits against slow clients: half-open requests and idle keep-alive connections."""
+"""The HTTP server's own limits against slow clients: half-open requests and idle keep-alive connections; and
+SSE bodies, which the event hub writes to the socket itself, framed for the client's HTTP version."""
 
 import asyncio
+import re
 import time
 
 from infra.ports import LOOPBACK
 from services.gateway.server import HEADER_TIMEOUT_S, KEEP_ALIVE_S
 from tests.services.gateway.conftest import RunningGateway
-from tests.services.gateway.test_api import submit
+from tests.services.gateway.test_api import complete, submit
 
 
 async def closed_after(reader: asyncio.StreamReader, limit_s: float) -> float:
@@ -74,3 +76,42 @@ async def test_an_idle_keep_alive_connection_is_closed_and_a_slow_answer_is_not(
                 if time.monotonic() - started > HEADER_TIMEOUT_S + 1:
                     break
         assert time.monotonic() - started > HEADER_TIMEOUT_S + 1, "the stream ended early"
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """An HTTP/1.1 chunked body, to its last chunk."""
+    body = b""
+    while size := int((await reader.readline()).strip(), 16):
+        body += await reader.readexactly(size)
+        assert await reader.readexactly(2) == b"\r\n"
+    assert await reader.readexactly(2) == b"\r\n"
+    return body
+
+
+async def test_sse_over_http_1_1_is_chunked_and_the_connection_serves_on_and_http_1_0_gets_the_same(
+    gateway: RunningGateway,
+) -> None:
+    port = int(gateway.url.rsplit(":", 1)[1])
+    name, key = gateway.account(100)
+    async with gateway.client(key) as client:
+        job = (await submit(client)).json()
+    request = f"GET {job['links']['events']} HTTP/%s\r\nHost: x\r\nAuthorization: Bearer {key}\r\n\r\n"
+    streams = {version: await asyncio.open_connection(LOOPBACK, port) for version in ("1.0", "1.1")}
+    heads = {}
+    for version, (reader, writer) in streams.items():
+        writer.write((request % version).encode())
+        heads[version] = (await reader.readuntil(b"\r\n\r\n")).lower()
+    assert b"transfer-encoding: chunked" in heads["1.1"] and b"transfer-encoding" not in heads["1.0"]
+    await complete(gateway, job, name, b"fake mp4")
+    old_reader, old_writer = streams["1.0"]
+    old = await asyncio.wait_for(old_reader.read(), 10)  # to the end: the server closes an HTTP/1.0 answer
+    reader, writer = streams["1.1"]
+    body = await asyncio.wait_for(read_chunked(reader), 10)
+    ids = re.findall(rb"^id: (\d+)$", body, re.MULTILINE)
+    assert body.startswith(b"retry: ") and body.count(b"event: JobCompleted") == 1
+    assert ids and ids == re.findall(rb"^id: (\d+)$", old, re.MULTILINE), (body, old)
+    # The body ended where the server's HTTP state says it did: the same connection answers the next request.
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readline(), 10)).startswith(b"HTTP/1.1 200")
+    for _, w in (streams["1.1"], (old_reader, old_writer)):
+        w.close()
