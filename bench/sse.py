@@ -104,7 +104,9 @@ class Follower(asyncio.Protocol):
             self.transport.close()
 
 
-async def _follow_all(port: int, key: str, jobs: list[tuple[int, str]], pipe: Connection) -> list[Receipt]:
+async def _follow_all(
+    port: int, key: str, jobs: list[tuple[int, str]], pipe: Connection
+) -> tuple[list[Receipt], float]:
     loop = asyncio.get_running_loop()
     receipts: list[Receipt] = []
     followers: list[Follower] = []
@@ -122,13 +124,14 @@ async def _follow_all(port: int, key: str, jobs: list[tuple[int, str]], pipe: Co
         await asyncio.gather(*(f.connected for f in wave))
         followers += wave
     pipe.send(("connected", time.monotonic() - t0))
+    cpu = time.process_time()
     await asyncio.gather(*(f.done for f in followers))
-    return receipts
+    return receipts, time.process_time() - cpu
 
 
 def _worker(port: int, key: str, jobs: list[tuple[int, str]], pipe: Connection) -> None:
     """A client process: follows ``jobs`` (one connection each), says when all are connected, and sends its
-    receipts back once every job has ended."""
+    receipts back once every job has ended, with the CPU time it took from then."""
     try:
         pipe.send(asyncio.run(_follow_all(port, key, jobs, pipe)))
     except BaseException as exc:
@@ -151,6 +154,8 @@ class Case:
     """(idle, connected) RSS of each gateway"""
     cpu_s: list[float]
     """CPU time of each gateway from the first publish until every client saw its job end"""
+    client_cpu_s: float
+    """CPU time of the client processes over the same span, all together"""
     load: tuple[float, float]
     """The machine's 1-minute load average before the case and after it (its other work shows here)"""
 
@@ -172,7 +177,7 @@ class Case:
                 f"goal           p99 {p99:.1f} / {GOAL_P99_MS:.0f} ms = {p99 / GOAL_P99_MS:.2f}"
                 f" ({'met' if p99 <= GOAL_P99_MS else 'NOT met'})",
                 f"gateway CPU    {' + '.join(f'{s:.2f}' for s in self.cpu_s)} s while publishing:"
-                f" {per_event:.0f} us per event delivered",
+                f" {per_event:.0f} us per event delivered; the client processes {self.client_cpu_s:.2f} s",
                 f"machine        {os.cpu_count()} cores; load average"
                 f" {self.load[0]:.1f} before, {self.load[1]:.1f} after",
                 f"memory         gateway RSS idle -> connected: {rss};"
@@ -259,12 +264,15 @@ def run_case(gateways: list[Gateway], idle_rss: dict[int, int], args: argparse.N
     cpu_before = [cpu_seconds(g.pid) for g in gateways]
     published = asyncio.run(_publish(gateways[0].nats_url, jobs, args.rounds, args.interval))
     latencies: list[float] = []
+    client_cpu = 0.0
     for _, pipe in workers:
         if not pipe.poll(max(0.0, deadline - time.monotonic())):
             raise TimeoutError("the clients did not see every job end in time")
-        receipts = pipe.recv()
-        if isinstance(receipts, str):
-            raise RuntimeError(f"a client process failed: {receipts}")
+        said = pipe.recv()
+        if isinstance(said, str):
+            raise RuntimeError(f"a client process failed: {said}")
+        receipts, seconds = said
+        client_cpu += seconds
         latencies += [(t - published[(job, step)]) * 1000 for job, step, t in receipts]
     cpu = [cpu_seconds(g.pid) - before for before, g in zip(cpu_before, gateways, strict=True)]
     for process, _ in workers:
@@ -279,6 +287,7 @@ def run_case(gateways: list[Gateway], idle_rss: dict[int, int], args: argparse.N
         latencies,
         memory,
         cpu,
+        client_cpu,
         (load_before, os.getloadavg()[0]),
     )
 
