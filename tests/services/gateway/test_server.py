@@ -102,6 +102,8 @@ async def test_sse_over_http_1_1_is_chunked_and_the_connection_serves_on_and_htt
         writer.write((request % version).encode())
         heads[version] = (await reader.readuntil(b"\r\n\r\n")).lower()
     assert b"transfer-encoding: chunked" in heads["1.1"] and b"transfer-encoding" not in heads["1.0"]
+    for head in heads.values():  # the headers went through the app's middleware as any answer's do
+        assert b"content-type: text/event-stream" in head and b"content-security-policy: " in head
     await complete(gateway, job, name, b"fake mp4")
     old_reader, old_writer = streams["1.0"]
     old = await asyncio.wait_for(old_reader.read(), 10)  # to the end: the server closes an HTTP/1.0 answer
