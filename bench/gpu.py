@@ -8,17 +8,18 @@ seconds per video, seconds per UNet step, VAE decode seconds, peak GPU memory, t
 physical limit (3,390 TFLOP at 790 TFLOP/s, the reference job only), then the ratio and the drift (PSNR of
 i2v's frames against stock's).
 
-``--steps K`` times K steps and extrapolates: a video is the time before the first UNet call (encoding),
-plus ``total steps x`` the mean UNet step (steps 2..K; step 1 also pays lazy initialisation), plus the time
-after the last step (VAE decode and post-processing). Both paths are timed the same way: a forward
-pre-hook on the UNet marks the first step's start, the step callbacks mark each step's end, with
-``torch.cuda.synchronize()`` at each mark. ``step_cache`` and ``skip_cfg`` vary the cost from step to step,
-so time them with K = the total.
+``--steps K`` times K steps and extrapolates: a video is the time from the start to the first step's end
+(encoding and step 1), plus ``total steps - 1`` times the mean of steps 2..K, plus the time after the last
+step (VAE decode and post-processing). Both paths are timed the same way, by their step callbacks, with
+``torch.cuda.synchronize()`` at each mark; nothing is hooked inside the models, which a compiled UNet would
+have to trace. The encode time printed is the first step's end less a mean step. ``step_cache`` and
+``skip_cfg`` vary the cost from step to step, so time them with K = the total.
 
     .venv/bin/python bench/gpu.py --model tiny --device cpu --steps 3            # CI-sized, the same code
     python bench/gpu.py --steps 4                                                # SVD-XT on CUDA, fp16
     python bench/gpu.py --steps 4 --dtype bf16 --fast channels_last,fuse_qkv,compile
     python bench/gpu.py --steps 4 --only channels_last                           # one option on its own
+    .venv/bin/python bench/gpu.py --model tiny --device cpu --each               # every option, time and drift
 """
 
 import argparse
@@ -66,12 +67,11 @@ class Timing:
 
 
 class Marks:
-    """Wall-clock marks of one run: start, first UNet call, each step's end, end."""
+    """Wall-clock marks of one run: start, each step's end, end."""
 
     def __init__(self, device: torch.device) -> None:
         self._device = device
         self.start = 0.0
-        self.first_unet: float | None = None
         self.steps: list[float] = []
         self.end = 0.0
 
@@ -81,11 +81,7 @@ class Marks:
         return time.perf_counter()
 
     def begin(self) -> None:
-        self.start, self.first_unet, self.steps = self.now(), None, []
-
-    def unet_called(self, *_args: Any) -> None:
-        if self.first_unet is None:
-            self.first_unet = self.now()
+        self.start, self.steps = self.now(), []
 
     def step_done(self) -> None:
         self.steps.append(self.now())
@@ -94,15 +90,13 @@ class Marks:
         self.end = self.now()
 
     def timing(self, path: str, total_steps: int, peak_gib: float | None, reference: bool) -> Timing:
-        assert self.first_unet is not None and self.steps, "the UNet never ran"
-        ends = [self.first_unet, *self.steps]
-        durations = [b - a for a, b in itertools.pairwise(ends)]
-        step_s = statistics.fmean(durations[1:] if len(durations) > 1 else durations)
-        encode_s = self.first_unet - self.start
+        assert len(self.steps) >= 2, "time at least 2 steps: the mean step leaves out the first"
+        step_s = statistics.fmean(b - a for a, b in itertools.pairwise(self.steps))
+        encode_s = self.steps[0] - self.start - step_s
         decode_s = self.end - self.steps[-1]
-        video_s = encode_s + total_steps * step_s + decode_s
+        video_s = (self.steps[0] - self.start) + (total_steps - 1) * step_s + decode_s
         fraction = (LIMIT_TFLOP / DENSE_TFLOPS) / video_s if reference else None
-        return Timing(path, video_s, step_s, encode_s, decode_s, peak_gib, fraction, len(durations))
+        return Timing(path, video_s, step_s, encode_s, decode_s, peak_gib, fraction, len(self.steps))
 
 
 def build(model: str, device: torch.device, dtype: torch.dtype) -> Any:
@@ -189,6 +183,93 @@ def psnr(ours: Any, reference: Any) -> float:
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
+def accelerate(pipe: Any, fast: FastOptions) -> None:
+    """The fast options on the pipeline's models, as the stages apply them (a dtype option casts first)."""
+    if fast.dtype:
+        for module in (pipe.unet, pipe.vae, pipe.image_encoder):
+            torch.nn.Module.to(module, dtype=fast.torch_dtype(module.dtype))
+    apply_to_unet(pipe.unet, fast)
+    apply_to_vae(pipe.vae, fast)
+
+
+EACH = (
+    "channels_last",
+    "fuse_qkv",
+    "sdpa=flash",
+    "sdpa=efficient",
+    "sdpa=cudnn",
+    "dtype=bf16",
+    "dtype=fp16",
+    "compile",
+    "compile,cuda_graphs",
+    "fp8",
+    "step_cache=2",
+    "step_cache=3",
+    "skip_cfg=0.8",
+    "skip_cfg=0.6",
+    "auto_chunk",
+)
+"""Every option on its own, for ``--each``; those that cannot run on the device are left out."""
+
+
+def each_option(
+    *,
+    model: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    job: dict[str, int],
+    total_steps: int,
+    timed_steps: int,
+    options: tuple[str, ...] = EACH,
+    out: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Stock once, then i2v with each option alone on a copy of the same weights: time and drift (PSNR
+    against stock's frames) per option. On CUDA the peaks include the stock copy's weights."""
+    import copy
+
+    pipe = build(model, device, dtype)
+    image = test_image(job["width"], job["height"])
+    params = GenerationParams(model="tiny", steps=timed_steps, cfg_scale=2.5, min_cfg=1.0, seed=11, duration=4)
+    marks = Marks(device)
+
+    def stock_run() -> tuple[Any, Timing]:
+        frames = run_stock(pipe, image, params, job, marks)
+        return frames, marks.timing("stock diffusers", total_steps, _peak(device), False)
+
+    stock_frames, _first = stock_run()
+    out(f"{model} on {device} {dtype}: {job}, {total_steps} steps ({timed_steps} timed), CFG")
+    out("  each option's ratio is against a stock run made just before it (a shared machine's load drifts)")
+    rows: list[dict[str, Any]] = []
+    for text in ("", *options):
+        fast = parse_fast(text)
+        try:
+            check_device(fast, device)
+        except ValueError as exc:
+            out(f"  {text:<22} skipped: {exc}")
+            continue
+        _frames, stock = stock_run()
+        trial = copy.deepcopy(pipe)
+        accelerate(trial, fast)
+        trial_marks = Marks(device)
+        if fast.compile:
+            run_i2v(trial, image, params.model_copy(update={"steps": 2}), job, Marks(device), fast)
+        _reset_peak(device)
+        frames = run_i2v(trial, image, params, job, trial_marks, fast)
+        timing = trial_marks.timing(text or "(none)", total_steps, _peak(device), False)
+        row = {"option": text or "(none)", **asdict(timing), "psnr_db": psnr(frames, stock_frames)}
+        row["ratio"] = stock.video_s / timing.video_s
+        row["stock_video_s"] = stock.video_s
+        rows.append(row)
+        out(
+            f"  {row['option']:<22} {timing.video_s:8.2f} s/video  {timing.step_s:7.3f} s/step  "
+            f"(stock {stock.video_s:.2f})  x{row['ratio']:.2f}  PSNR {row['psnr_db']:.1f} dB"
+        )
+        del trial
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return rows
+
+
 def measure(
     *,
     model: str,
@@ -210,7 +291,6 @@ def measure(
     warm = params.model_copy(update={"steps": 2})
     reference = model == "svd-xt" and (job["width"], job["height"], job["frames"], total_steps) == REFERENCE_JOB
     marks = Marks(device)
-    pipe.unet.register_forward_pre_hook(marks.unet_called)
     results: dict[str, Any] = {"model": model, "device": str(device), "dtype": str(dtype), "job": job}
     results["fast"] = ",".join(fast.names()) or "(none)"
     stock_frames = None
@@ -222,8 +302,7 @@ def measure(
         results["stock"] = asdict(marks.timing("stock diffusers", total_steps, _peak(device), reference))
     # 2. The same weights, changed in place by the fast options; compile (if on) happens in the warm-up run.
     began = time.perf_counter()
-    apply_to_unet(pipe.unet, fast)
-    apply_to_vae(pipe.vae, fast)
+    accelerate(pipe, fast)
     if warmup:
         run_i2v(pipe, image, warm, job, Marks(device), fast)
     results["warmup_s"] = time.perf_counter() - began
@@ -245,7 +324,7 @@ def report(results: dict[str, Any], total_steps: int, timed_steps: int, out: Cal
         f"{job['frames']} frames, {total_steps} steps, CFG, decode chunk {job['chunk']}; fast: {results['fast']}"
     )
     if timed_steps < total_steps:
-        out(f"  ({timed_steps} steps timed; per video = encode + {total_steps} x mean step (2..K) + decode)")
+        out(f"  ({timed_steps} steps timed; per video = to step 1's end + {total_steps - 1} x mean step 2..K + decode)")
     for key in ("stock", "i2v"):
         if key not in results:
             continue
@@ -283,6 +362,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--fast", default=None, help=f"i2v's options (default on cuda: {CUDA_DEFAULT_FAST})")
     parser.add_argument("--only", default=None, help="one option alone, e.g. channels_last or sdpa=flash")
     parser.add_argument("--no-stock", action="store_true", help="i2v's path only")
+    parser.add_argument("--each", action="store_true", help="every option alone, with its drift (PSNR)")
+    parser.add_argument("--options", default=None, help="with --each: these, separated by ';' (default: all)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -301,6 +382,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         text = CUDA_DEFAULT_FAST if device.type == "cuda" else ""
     fast = parse_fast(text)
     job = {"width": width, "height": height, "frames": frames, "chunk": min(args.chunk, frames)}
+    if args.each:
+        rows = each_option(
+            model=args.model,
+            device=device,
+            dtype=dtype,
+            job=job,
+            total_steps=args.total_steps,
+            timed_steps=timed,
+            options=tuple(args.options.split(";")) if args.options else EACH,
+        )
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+        return {"each": rows}
     results = measure(
         model=args.model,
         device=device,

@@ -114,8 +114,8 @@ def check_device(options: FastOptions, device: torch.device) -> None:
             raise FastOptionError("cuda_graphs needs CUDA; this process runs on the CPU")
         if options.fp8:
             raise FastOptionError("fp8 needs a CUDA GPU of compute capability 8.9 or newer; this runs on the CPU")
-        if options.sdpa == "cudnn":
-            raise FastOptionError("sdpa=cudnn needs CUDA; this process runs on the CPU")
+        if options.sdpa in ("cudnn", "efficient"):
+            raise FastOptionError(f"sdpa={options.sdpa} needs CUDA; this process runs on the CPU")
     elif options.fp8 and (capability := torch.cuda.get_device_capability(device)) < (8, 9):
         raise FastOptionError(f"fp8 needs compute capability 8.9 or newer, this GPU has {capability}")
 
@@ -197,7 +197,13 @@ def apply_to_unet(unet: torch.nn.Module, options: FastOptions) -> None:
     if options.fp8:
         to_fp8(unet)
     if options.compile:
-        _compile(unet, options)
+        if options.step_cache:
+            # The step cache runs the UNet's blocks itself, not its forward: compile them one by one.
+            blocks: Any = unet
+            for block in (*blocks.down_blocks, blocks.mid_block, *blocks.up_blocks):
+                _compile(block, options)
+        else:
+            _compile(unet, options)
 
 
 def apply_to_vae(vae: torch.nn.Module, options: FastOptions) -> None:

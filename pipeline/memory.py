@@ -164,7 +164,8 @@ def _count_vae(config: dict[str, Any], width: int, height: int, chunk: int, dtyp
     return decode, encode
 
 
-def _weights(module: torch.nn.Module) -> int:
+def weight_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the parameters and buffers of ``module``."""
     return sum(p.numel() * p.element_size() for p in module.parameters()) + sum(
         b.numel() * b.element_size() for b in module.buffers()
     )
@@ -192,9 +193,9 @@ def latent_memory(pipe: Any, width: int, height: int, frames: int, *, guided: bo
     batch = 2 if guided else 1
     unet_step = _unet_peak(pipe.unet.config, width, height, frames, batch, dtype)
     _decode, encode = _vae_peaks(pipe.vae.config, width, height, 1, dtype)
-    weights = sum(_weights(m) for m in (pipe.unet, pipe.vae, pipe.image_encoder))
+    weights = sum(weight_bytes(m) for m in (pipe.unet, pipe.vae, pipe.image_encoder))
     # The VAE is upcast to float32 for the encode when it is half precision: its weights twice more.
-    vae_upcast = _weights(pipe.vae) * (4 // _bytes(dtype) - 1) if dtype != torch.float32 else 0
+    vae_upcast = weight_bytes(pipe.vae) * (4 // _bytes(dtype) - 1) if dtype != torch.float32 else 0
     # Between steps: latents, conditioning latents (batch x), the UNet's input and output.
     latent_frame = 4 * (height // 8) * (width // 8) * _bytes(dtype) * frames
     state = latent_frame * (1 + 2 * batch + 2 * batch)
@@ -206,7 +207,7 @@ def decode_memory(vae: torch.nn.Module, width: int, height: int, chunk: int) -> 
     dtype = next(vae.parameters()).dtype
     decode, _encode = _vae_peaks(vae.config, width, height, chunk, dtype)
     frames_out = chunk * 3 * height * width * 4  # the float32 copy made for the CPU
-    return int((_weights(vae) + decode + frames_out) * FRAGMENTATION) + CONTEXT_BYTES
+    return int((weight_bytes(vae) + decode + frames_out) * FRAGMENTATION) + CONTEXT_BYTES
 
 
 def free_bytes(device: torch.device) -> int | None:
@@ -236,7 +237,7 @@ def check_latent_fits(
 
 def largest_chunk(vae: torch.nn.Module, width: int, height: int, frames: int, budget: int) -> int:
     """The largest decode chunk (1..frames) whose estimate fits in ``budget`` bytes (1 if none does)."""
-    weights_and_margins = int(_weights(vae) * FRAGMENTATION) + CONTEXT_BYTES
+    weights_and_margins = int(weight_bytes(vae) * FRAGMENTATION) + CONTEXT_BYTES
     low, high = 1, frames
     while low < high:
         middle = (low + high + 1) // 2
@@ -261,5 +262,5 @@ def activation_budget(pipe: Any, limit: int | None) -> int | None:
             return None
         total = torch.cuda.get_device_properties(device).total_memory
         return int(total - torch.cuda.memory_allocated(device) - CONTEXT_BYTES)
-    weights = sum(_weights(m) for m in (pipe.unet, pipe.vae, pipe.image_encoder))
+    weights = sum(weight_bytes(m) for m in (pipe.unet, pipe.vae, pipe.image_encoder))
     return limit - int(weights * FRAGMENTATION) - CONTEXT_BYTES
