@@ -53,5 +53,5 @@ def test_the_whole_video_must_fit_the_pixel_limit() -> None:
     parent = GenerationParams(duration=7, fps=24)
     assert extension_params(parent, 1280, 704, 168, {"duration": 1}).duration == 1
 
-    with pytest.raises(ExtensionRefused, match="the extended video would be 216 frames .* at most 28 more frames"):
+    with pytest.raises(ExtensionRefused, match=r"the extended video would be 216 frames .* at most 28 more frames"):
         extension_params(parent, 1280, 704, 168, {"duration": 2})
