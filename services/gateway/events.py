@@ -27,11 +27,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import nats.errors
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig, DeliverPolicy
-from nats.js.errors import NotFoundError
+from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 from pydantic import ValidationError
 from pydantic_core import to_json
 
@@ -41,6 +42,8 @@ from services.gateway.progress import generation_of
 from services.gateway.public_events import public_event
 
 log = logging.getLogger("i2v.gateway.events")
+
+_HISTORY_PATIENCE_S = 30.0  # a JetStream stream re-elects its leader within seconds; longer is an outage
 
 # A client this far behind is cut off; its browser reconnects with Last-Event-ID and loses nothing.
 CLIENT_QUEUE_LIMIT = 1024
@@ -394,10 +397,24 @@ class EventHub:
         sequence = after_sequence + 1
         while True:
             try:
-                raw = await self._js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)
+                raw = await self._next_stored(sequence, subject)
             except NotFoundError:
                 return
             if raw.seq is None:
                 return
             yield frame(raw.seq, raw.data or b"")
             sequence = raw.seq + 1
+
+    async def _next_stored(self, sequence: int, subject: str) -> RawStreamMsg:
+        """The job's first stored event from ``sequence`` on. A stream electing a new leader (its node lost)
+        answers nothing for a few seconds: asked again for a while rather than breaking every follower's
+        stream, which would send them all back through ``Last-Event-ID`` at once."""
+        deadline = asyncio.get_running_loop().time() + _HISTORY_PATIENCE_S
+        while True:
+            try:
+                return await self._js.get_msg(EVENTS_STREAM, seq=sequence, subject=subject, next=True)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, ServiceUnavailableError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                log.warning("the events stream did not answer for sequence %d; asking again", sequence)
+                await asyncio.sleep(0.5)

@@ -66,6 +66,7 @@ REPLICABLE = WITH_WEBHOOKS
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_DECLARE_TIMEOUT_S = 60.0  # a 3-node cluster on a busy machine can take tens of seconds to elect its leaders
 _SYNC_INTERVAL = "always"
 """JetStream fsyncs before it acknowledges a write: an acked reservation or charge survives a crash of the
 machine, not only of the process (docs/ARCHITECTURE.md, "Clustered NATS", has the cost)."""
@@ -293,11 +294,27 @@ class EmbeddedStack:
         )
 
     async def _declare_streams(self) -> None:
-        """As the admin, the only user allowed to: the services and clients then find them."""
+        """As the admin, the only user allowed to: the services and clients then find them.
+
+        The admin may change every stream, so a request left unanswered means the servers are not answering
+        yet (a cluster electing its leaders, a starved machine): asked again until the deadline.
+        """
         settings = self.settings_as(ADMIN)
         nc = await nats.connect(nats_servers(settings.nats_url), **nats_options(settings))
+        deadline = time.monotonic() + _DECLARE_TIMEOUT_S
         try:
-            await ensure_streams(nc.jetstream(), settings.stream_replicas)
+            while True:
+                try:
+                    await ensure_streams(nc.jetstream(timeout=10), settings.stream_replicas)
+                    return
+                except TimeoutError as exc:  # StreamsNotDeclaredError and nats' own TimeoutError both are
+                    if time.monotonic() > deadline:
+                        raise NatsServerError(
+                            f"nats-server did not answer the streams' declaration within {_DECLARE_TIMEOUT_S:.0f}s "
+                            f"({exc}); see the logs under {self.state_dir}"
+                        ) from None
+                    log.warning("streams not declared yet (%s); asking again", exc)
+                    await asyncio.sleep(1.0)
         finally:
             await nc.close()
 
