@@ -24,6 +24,7 @@ from pipeline.model_catalog import (
     model_defaults,
     resolve_model,
 )
+from pipeline.svd_xt import SVD_DOWN_BLOCKS, SVD_UP_BLOCKS
 
 __all__ = [
     "REAL_DEFAULT_RESOLUTION",
@@ -71,18 +72,8 @@ def build_tiny_svd() -> StableVideoDiffusionPipeline:
             sample_size=TINY_DEFAULT_RESOLUTION[1] // 8,
             in_channels=8,
             out_channels=4,
-            down_block_types=(
-                "CrossAttnDownBlockSpatioTemporal",
-                "CrossAttnDownBlockSpatioTemporal",
-                "CrossAttnDownBlockSpatioTemporal",
-                "DownBlockSpatioTemporal",
-            ),
-            up_block_types=(
-                "UpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-            ),
+            down_block_types=SVD_DOWN_BLOCKS,
+            up_block_types=SVD_UP_BLOCKS,
             block_out_channels=(32, 32, 64, 64),
             addition_time_embed_dim=8,
             projection_class_embeddings_input_dim=3 * 8,  # fps, motion bucket, noise augmentation

@@ -18,6 +18,19 @@ from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWi
 
 SVD_XT_FRAMES = 25
 SVD_XT_RESOLUTION: tuple[int, int] = (1024, 576)
+# The UNet's block layout, the same in every SVD checkpoint (and in the tiny one): only the widths differ.
+SVD_DOWN_BLOCKS = (
+    "CrossAttnDownBlockSpatioTemporal",
+    "CrossAttnDownBlockSpatioTemporal",
+    "CrossAttnDownBlockSpatioTemporal",
+    "DownBlockSpatioTemporal",
+)
+SVD_UP_BLOCKS = (
+    "UpBlockSpatioTemporal",
+    "CrossAttnUpBlockSpatioTemporal",
+    "CrossAttnUpBlockSpatioTemporal",
+    "CrossAttnUpBlockSpatioTemporal",
+)
 
 
 def svd_xt_unet(device: torch.device | str = "cpu") -> UNetSpatioTemporalConditionModel:
@@ -28,18 +41,8 @@ def svd_xt_unet(device: torch.device | str = "cpu") -> UNetSpatioTemporalConditi
             sample_size=96,
             in_channels=8,
             out_channels=4,
-            down_block_types=(
-                "CrossAttnDownBlockSpatioTemporal",
-                "CrossAttnDownBlockSpatioTemporal",
-                "CrossAttnDownBlockSpatioTemporal",
-                "DownBlockSpatioTemporal",
-            ),
-            up_block_types=(
-                "UpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-                "CrossAttnUpBlockSpatioTemporal",
-            ),
+            down_block_types=SVD_DOWN_BLOCKS,
+            up_block_types=SVD_UP_BLOCKS,
             block_out_channels=(320, 640, 1280, 1280),
             addition_time_embed_dim=256,
             projection_class_embeddings_input_dim=768,
