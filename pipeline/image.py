@@ -232,6 +232,14 @@ def _accepted_format(head: bytes) -> str | None:
     return None
 
 
+def header_pixels(data: bytes) -> int | None:
+    """Width x height as an accepted format's header gives them, before any decode; None when ``data`` is
+    not one or its header is not where expected."""
+    kind = _accepted_format(data[:12])
+    size = _header_size(data, kind) if kind is not None else None
+    return size[0] * size[1] if size is not None else None
+
+
 def content_type_of(data: bytes) -> str:
     """MIME type of an upload by its leading bytes: one of the accepted formats, else octet-stream."""
     found = _accepted_format(data[:12])

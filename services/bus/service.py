@@ -31,7 +31,7 @@ from services.bus.cancellation import CancelRegistry
 from services.bus.connection import broker_options, nats_options, nats_servers, subscriber_inbox
 from services.bus.ports import Publisher
 from services.bus.runner import StageRunner, dead_letter_unreadable
-from services.bus.streams import ensure_streams
+from services.bus.streams import ensure_streams_patiently
 from services.config import Settings
 from services.health import HealthServer
 from services.metrics import set_queue_pending
@@ -205,7 +205,7 @@ class ServiceKit:
                 nats_servers(settings.nats_url), connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
             )
             connections.append(nc)
-            await ensure_streams(nc.jetstream(), settings.stream_replicas)
+            await ensure_streams_patiently(nc.jetstream(), settings.stream_replicas)
             await self.cancels.start(nc.jetstream())
             for item in self._deferred:
                 await anyio.to_thread.run_sync(item)

@@ -1,5 +1,6 @@
 """The three JetStream streams, declared in one place so every service and the CLI agree on them."""
 
+import asyncio
 import contextlib
 import dataclasses
 import logging
@@ -119,6 +120,31 @@ async def ensure_streams(js: JetStreamContext, replicas: int = 1) -> None:
                 with _changing(config.name):
                     await js.update_stream(config)
     await sweep_unknown_work(js)
+
+
+async def ensure_streams_patiently(
+    js: JetStreamContext, replicas: int = 1, *, patience_s: float = 60.0, may_change: bool = False
+) -> None:
+    """:func:`ensure_streams`, asked again while the servers do not answer, for up to ``patience_s`` seconds:
+    a cluster electing its leaders, or a starved machine, leaves requests unanswered for a while.
+
+    A :class:`StreamsNotDeclaredError` says a user who may not change the streams was refused, which
+    waiting does not mend; it is final unless ``may_change`` (the admin), for whom no answer is only that.
+    """
+    deadline = asyncio.get_running_loop().time() + patience_s
+    while True:
+        try:
+            await ensure_streams(js, replicas)
+            return
+        except StreamsNotDeclaredError:
+            if not may_change or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("no answer to declaring the streams yet; asking again")
+        except nats.errors.TimeoutError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            log.warning("no answer to looking the streams up yet; asking again")
+        await asyncio.sleep(1.0)
 
 
 class StreamsNotDeclaredError(TimeoutError):

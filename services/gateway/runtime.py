@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio.to_thread
@@ -16,9 +17,10 @@ from nats.js import JetStreamContext
 
 from contracts.subjects import EVENTS_STREAM
 from infra.objectstore import ObjectStore
+from pipeline.image import header_pixels
 from services.billing.ledger import Ledger
 from services.bus.connection import nats_options, nats_servers
-from services.bus.streams import ensure_streams
+from services.bus.streams import ensure_streams_patiently
 from services.config import Settings
 from services.gateway.auth import TokenSigner
 from services.gateway.errors import ApiError
@@ -32,7 +34,31 @@ from services.jobclient import JobClient
 log = logging.getLogger("i2v.gateway")
 
 DECODE_SLOTS = 2
-"""Uploads decoded at once: a 40-megapixel PNG decodes to 160 MB, so two keep the process near 500 MB."""
+"""Uploads decoded at once."""
+LARGE_DECODE_PIXELS = 16_000_000
+"""Pictures of this many pixels or more (64 MB and up decoded, as RGBA) decode one at a time: a 40-megapixel
+PNG decodes to 160 MB, and two of them at once, with what the allocator has not yet handed back, took the
+process to its 600 MB goal (bench/upload_memory.py)."""
+
+
+class DecodeSlots:
+    """Uploads being decoded at once: :data:`DECODE_SLOTS`, of which one at most is a large picture; the
+    others wait their turn. A picture whose size its header does not give counts as large."""
+
+    def __init__(self) -> None:
+        self._any = asyncio.Semaphore(DECODE_SLOTS)
+        self._large = asyncio.Semaphore(1)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, image: bytes) -> AsyncIterator[None]:
+        pixels = header_pixels(image)
+        async with contextlib.AsyncExitStack() as held:
+            if pixels is None or pixels >= LARGE_DECODE_PIXELS:
+                await held.enter_async_context(self._large)
+            await held.enter_async_context(self._any)
+            yield
+
+
 _INDEX_BATCH = 512
 _RETRY_FIRST_S = 0.1
 _RETRY_MAX_S = 5.0
@@ -131,7 +157,7 @@ class Gateway:
     """Queue positions and ETAs (services/gateway/eta.py); learns stage times from the live feed."""
     replaying: set[str] = field(default_factory=set)
     """Jobs with a replay under way in this process."""
-    decodes: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(DECODE_SLOTS))
+    decodes: DecodeSlots = field(default_factory=DecodeSlots)
     """Uploads being decoded at once; the others wait their turn."""
 
     def bus(self) -> JobClient:
@@ -160,7 +186,7 @@ async def connect(gateway: Gateway) -> None:
         nats_servers(settings.nats_url), connect_timeout=5, max_reconnect_attempts=-1, **nats_options(settings)
     )
     js = nc.jetstream()
-    await ensure_streams(js, settings.stream_replicas)
+    await ensure_streams_patiently(js, settings.stream_replicas)
     gateway.nc = nc
     gateway.client = JobClient(nc, gateway.store)
     writer = IndexWriter(gateway.index)

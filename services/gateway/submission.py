@@ -427,7 +427,7 @@ async def _admit(
     checked = False
     if params.preset:
         # The preset's values depend on the picture and set the price: the picture is decoded first.
-        async with gateway.decodes:
+        async with gateway.decodes.slot(image):
             suggestion = await anyio.to_thread.run_sync(
                 with_preset, image, params, gateway.model_size, gateway.max_upload_bytes
             )
@@ -446,7 +446,7 @@ async def _admit(
     limit = gateway.settings.gateway_max_active_jobs
     _refuse_past_limit(await anyio.to_thread.run_sync(gateway.index.active_count, account), limit, variations)
     if not checked:
-        async with gateway.decodes:
+        async with gateway.decodes.slot(image):
             await anyio.to_thread.run_sync(check_image, image, params, gateway.model_size, gateway.max_upload_bytes)
     if variations == 1:
         spec = JobSpec(job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook)

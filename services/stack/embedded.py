@@ -46,7 +46,7 @@ from infra.ports import LOOPBACK, free_ports
 from infra.process import private_dir
 from infra.seaweed import SeaweedS3
 from services.bus.connection import nats_options, nats_servers
-from services.bus.streams import ensure_streams
+from services.bus.streams import ensure_streams_patiently
 from services.config import Settings, settings_from
 from services.objectstore import object_store_from
 from services.stack.credentials import NatsLogin, nats_logins
@@ -294,27 +294,18 @@ class EmbeddedStack:
         )
 
     async def _declare_streams(self) -> None:
-        """As the admin, the only user allowed to: the services and clients then find them.
-
-        The admin may change every stream, so a request left unanswered means the servers are not answering
-        yet (a cluster electing its leaders, a starved machine): asked again until the deadline.
-        """
+        """As the admin, the only user allowed to: the services and clients then find them."""
         settings = self.settings_as(ADMIN)
         nc = await nats.connect(nats_servers(settings.nats_url), **nats_options(settings))
-        deadline = time.monotonic() + _DECLARE_TIMEOUT_S
         try:
-            while True:
-                try:
-                    await ensure_streams(nc.jetstream(timeout=10), settings.stream_replicas)
-                    return
-                except TimeoutError as exc:  # StreamsNotDeclaredError and nats' own TimeoutError both are
-                    if time.monotonic() > deadline:
-                        raise NatsServerError(
-                            f"nats-server did not answer the streams' declaration within {_DECLARE_TIMEOUT_S:.0f}s "
-                            f"({exc}); see the logs under {self.state_dir}"
-                        ) from None
-                    log.warning("streams not declared yet (%s); asking again", exc)
-                    await asyncio.sleep(1.0)
+            await ensure_streams_patiently(
+                nc.jetstream(timeout=10), settings.stream_replicas, patience_s=_DECLARE_TIMEOUT_S, may_change=True
+            )
+        except TimeoutError as exc:
+            raise NatsServerError(
+                f"nats-server did not answer the streams' declaration within {_DECLARE_TIMEOUT_S:.0f}s ({exc}); "
+                f"see the logs under {self.state_dir}"
+            ) from None
         finally:
             await nc.close()
 

@@ -79,7 +79,7 @@ async def suggest(request: Request, account: CurrentAccount, gateway: GatewayDep
     params = params_from(fields, gateway.settings.model, as_json=body_type(request) == "application/json")
     if not params.preset:
         params = params.model_copy(update={"preset": "auto"})
-    async with gateway.decodes:
+    async with gateway.decodes.slot(image):
         suggestion = await anyio.to_thread.run_sync(
             with_preset, image, params, gateway.model_size, gateway.max_upload_bytes
         )
