@@ -66,6 +66,7 @@ REPLICABLE = WITH_WEBHOOKS
 LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+_START_TRIES = 3  # a service that exits before it is ready is started this many times in all
 _DECLARE_TIMEOUT_S = 60.0  # a 3-node cluster on a busy machine can take tens of seconds to elect its leaders
 _SYNC_INTERVAL = "always"
 """JetStream fsyncs before it acknowledges a write: an acked reservation or charge survives a crash of the
@@ -355,6 +356,7 @@ class EmbeddedStack:
 
     def _wait_ready(self, deadline: float) -> None:
         pending = set(self._child_names())
+        tries: dict[str, int] = {}
         while pending:
             for name in sorted(pending):
                 child = self._children[name]
@@ -362,7 +364,14 @@ class EmbeddedStack:
                     pending.discard(name)
                 elif child.process.poll() is not None:
                     tail = _tail(self.log_path(name))
-                    raise RuntimeError(f"service {name} exited with {child.process.returncode} at start:\n{tail}")
+                    tries[name] = tries.get(name, 1) + 1
+                    if tries[name] > _START_TRIES:
+                        raise RuntimeError(f"service {name} exited with {child.process.returncode} at start:\n{tail}")
+                    # A cluster just formed can leave a request unanswered (nats: timeout); a setting that is
+                    # wrong fails every try, and the last one's log is what the error shows.
+                    log.warning("service %s exited with %s at start; starting it again", name, child.process.returncode)
+                    self.say(f"service {name} exited with {child.process.returncode} at start; starting it again")
+                    self._spawn(name)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"services not ready in time: {', '.join(sorted(pending))}")
             time.sleep(0.1)
