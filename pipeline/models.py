@@ -3,6 +3,7 @@
 import functools
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.models.autoencoders.autoencoder_kl_temporal_decoder import AutoencoderKLTemporalDecoder
@@ -10,7 +11,6 @@ from diffusers.models.unets.unet_spatio_temporal_condition import UNetSpatioTemp
 from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
     StableVideoDiffusionPipeline,
 )
-from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from pipeline.model_catalog import (
@@ -24,7 +24,7 @@ from pipeline.model_catalog import (
     model_defaults,
     resolve_model,
 )
-from pipeline.svd_xt import SVD_DOWN_BLOCKS, SVD_UP_BLOCKS
+from pipeline.svd_xt import SVD_DOWN_BLOCKS, SVD_UP_BLOCKS, svd_xt_scheduler
 
 __all__ = [
     "REAL_DEFAULT_RESOLUTION",
@@ -104,20 +104,7 @@ def build_tiny_svd() -> StableVideoDiffusionPipeline:
             )
         )
     feature_extractor = CLIPImageProcessor(crop_size=_CLIP_IMAGE_SIZE, size=_CLIP_IMAGE_SIZE)
-    scheduler = EulerDiscreteScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        interpolation_type="linear",
-        use_karras_sigmas=True,
-        sigma_min=0.002,
-        sigma_max=700.0,
-        timestep_type="continuous",
-        timestep_spacing="leading",
-        steps_offset=1,
-    )
+    scheduler: Any = svd_xt_scheduler()  # the real sampler; diffusers' stubs name a dummy class for the argument
     for module in (unet, vae, image_encoder):
         module.requires_grad_(False).eval()  # inference only; also stops dropout in the CLIP encoder
     pipe = StableVideoDiffusionPipeline(
