@@ -24,6 +24,7 @@ Metadata (the job's parameters and seed) goes in as one JSON object: the ``comme
 WebM, GIF's comment extension, and the ``dc:description`` of WebP's XMP. :func:`probe_video` reads it back.
 """
 
+import contextlib
 import io
 import json
 import os
@@ -259,7 +260,7 @@ def _encode_with_ffmpeg(
     # MP4's +faststart and WebM's cues_to_front rewrite the file after the last frame by reopening it
     # by name; an in-memory buffer cannot be reopened, so the muxer writes a real temporary file.
     front = {"movflags": "+faststart"} if container_format == "mp4" else {"cues_to_front": "1"}
-    with tempfile.TemporaryDirectory(prefix="i2v-mux-") as folder:
+    with _scheduling_kept(), tempfile.TemporaryDirectory(prefix="i2v-mux-") as folder:
         path = os.path.join(folder, f"video.{container_format}")
         with av.open(path, mode="w", format=container_format, options=front) as container:
             if comment is not None:
@@ -285,6 +286,25 @@ def _encode_with_ffmpeg(
             container.mux(stream.encode(None))
         with open(path, "rb") as written:
             return written.read()
+
+
+@contextlib.contextmanager
+def _scheduling_kept() -> Iterator[None]:
+    """Give the calling thread back its scheduling policy and priority after an encoder ran on it.
+
+    SVT-AV1 raises the thread that opens it to real-time SCHED_FIFO at priority 99 whenever it is allowed
+    to (as root, the usual case in a container), and never lowers it again: every process that thread
+    starts afterwards inherits it, and a busy real-time process starves everything else on its cores.
+    """
+    if not hasattr(os, "sched_getscheduler"):  # not Linux
+        yield
+        return
+    policy, param = os.sched_getscheduler(0), os.sched_getparam(0)
+    try:
+        yield
+    finally:
+        if os.sched_getscheduler(0) != policy or os.sched_getparam(0) != param:
+            os.sched_setscheduler(0, policy, param)
 
 
 def _encode_gif(frames: Frames, fps: int, colours: int, comment: str | None) -> bytes:

@@ -43,7 +43,7 @@ import nats
 from infra.nats_cluster import NatsCluster, RouteAuth
 from infra.nats_server import NatsServer, NatsServerError
 from infra.ports import LOOPBACK, free_ports
-from infra.process import private_dir
+from infra.process import log_tail, private_dir
 from infra.seaweed import SeaweedS3
 from services.bus.connection import nats_options, nats_servers
 from services.bus.streams import ensure_streams_patiently
@@ -67,7 +67,7 @@ LOCAL_ACCOUNT = "local"
 LOCAL_ACCOUNT_POINTS = 1000
 _RESTART_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 _START_TRIES = 3  # a service that exits before it is ready is started this many times in all
-_DECLARE_TIMEOUT_S = 60.0  # a 3-node cluster on a busy machine can take tens of seconds to elect its leaders
+_DECLARE_TIMEOUT_S = 120.0  # a 3-node cluster on a busy machine can take tens of seconds to elect its leaders
 _SYNC_INTERVAL = "always"
 """JetStream fsyncs before it acknowledges a write: an acked reservation or charge survives a crash of the
 machine, not only of the process (docs/ARCHITECTURE.md, "Clustered NATS", has the cost)."""
@@ -305,10 +305,16 @@ class EmbeddedStack:
         except TimeoutError as exc:
             raise NatsServerError(
                 f"nats-server did not answer the streams' declaration within {_DECLARE_TIMEOUT_S:.0f}s ({exc}); "
-                f"see the logs under {self.state_dir}"
+                f"the servers' logs end: {self._nats_log_tails()}"
             ) from None
         finally:
             await nc.close()
+
+    def _nats_log_tails(self) -> str:
+        """Each nats-server's last log lines, by log file, for an error that outlives the state folder."""
+        assert self.nats is not None
+        nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats]
+        return " || ".join(f"{node.log_path}: {log_tail(node.log_path, 8)}" for node in nodes)
 
     def pid(self, name: str) -> int:
         return self._children[name].process.pid

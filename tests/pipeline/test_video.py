@@ -2,7 +2,10 @@
 
 import io
 import json
+import os
 import struct
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -413,6 +416,23 @@ def test_av1_without_an_encoder_is_one_clear_line(monkeypatch: pytest.MonkeyPatc
     with pytest.raises(FormatUnavailable, match=r"^format av1 needs an AV1 encoder \(no-such-av1-encoder\)") as caught:
         encode_video(smooth_frames(2, 16, 16), 8, format="av1")
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("format", available_formats())
+def test_encoding_leaves_the_threads_scheduling_as_it_was(format: VideoFormat) -> None:
+    """SVT-AV1 makes the thread that opens it real-time (SCHED_FIFO 99) when it may, as root does; a mux
+    process, or a test run, would then start every later process real-time and starve the machine."""
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # any user may; shows the policy is given back
+    try:
+        encode_video(smooth_frames(4, 64, 64), 8, format=format)
+        assert os.sched_getscheduler(0) == os.SCHED_BATCH
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"], capture_output=True, text=True
+        )
+        assert int(child.stdout) == os.SCHED_BATCH
+    finally:
+        os.sched_setscheduler(0, before[0], before[1])
 
 
 def test_names_types_and_extensions() -> None:
