@@ -12,10 +12,10 @@ demo image="examples/harbor.png" output="out/demo.mp4":
     mkdir -p "$(dirname '{{output}}')"
     {{bin}}/i2v generate '{{image}}' -o '{{output}}' --state-dir .i2v/demo
 
-# Run the whole test suite (slow tests included, as CI does).
+# Run the whole test suite (slow tests included, as CI does), on two workers, a test file each at a time.
 test *args:
     @just setup
-    {{bin}}/pytest "$@"
+    {{bin}}/pytest -n 2 --dist loadfile "$@"
 
 # Lint and type-check.
 check:
