@@ -11,12 +11,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError, ServerError
 
 from contracts.messages import Event, parse_event
 from contracts.stages import Stage
 from contracts.subjects import CANCEL_BUCKET, DLQ_STREAM, EVENTS_STREAM, WORK_STREAM, durable_name
 from infra.nats_server import NatsServer
+from infra.process import log_tail
 from services.bus.streams import ensure_streams
 from services.config import Settings
 
@@ -24,20 +25,49 @@ TIMEOUT_S = 20.0
 
 
 @contextlib.asynccontextmanager
-async def fresh_bus(url: str) -> AsyncIterator[JetStreamContext]:
+async def fresh_bus(server: NatsServer) -> AsyncIterator[JetStreamContext]:
     """A JetStream context on streams emptied of every earlier test's messages and consumers."""
-    nc: NatsClient = await nats.connect(url)
-    js = nc.jetstream()
-    for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
-        with contextlib.suppress(NotFoundError):
-            await js.delete_stream(name)
-    with contextlib.suppress(BucketNotFoundError, NotFoundError):
-        await js.delete_key_value(CANCEL_BUCKET)
-    await ensure_streams(js)
+    nc: NatsClient = await nats.connect(server.url)
     try:
+        js = nc.jetstream()
+        await _declared_afresh(js, server)
         yield js
     finally:
         await nc.close()
+
+
+async def _declared_afresh(js: JetStreamContext, server: NatsServer, attempts: int = 3) -> None:
+    """Delete the streams and the cancel bucket and declare them again.
+
+    nats-server deletes a stream by renaming its folder to ``.<name>`` and removing that in the
+    background; deleting the same name again before that removal ends fails half-way, and the stream
+    declared after it cannot create its store ("error creating store for stream"). So each deletion
+    starts only once the previous one's folders are gone. Should the declaration still be refused, it is
+    asked again from a clean start, and the last refusal names the server's last log lines.
+    """
+    for attempt in range(1, attempts + 1):
+        await _removals_finished(server)
+        for name in (WORK_STREAM, EVENTS_STREAM, DLQ_STREAM):
+            with contextlib.suppress(NotFoundError):
+                await js.delete_stream(name)
+        with contextlib.suppress(BucketNotFoundError, NotFoundError):
+            await js.delete_key_value(CANCEL_BUCKET)
+        await _removals_finished(server)
+        try:
+            await ensure_streams(js)
+            return
+        except ServerError as exc:
+            if attempt == attempts:
+                raise AssertionError(f"{exc}; {server.log_path}: {log_tail(server.log_path, 8)}") from exc
+
+
+async def _removals_finished(server: NatsServer, timeout: float = TIMEOUT_S) -> None:
+    """Wait until no deleted stream's folder (``.<name>`` beside the live ones) is left on disk."""
+    deadline = time.monotonic() + timeout
+    while leftovers := list(server.state_dir.glob("jetstream/*/streams/.*")):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deleted streams still on disk after {timeout:.0f} s: {leftovers}")
+        await asyncio.sleep(0.05)
 
 
 class Tail:

@@ -43,5 +43,5 @@ def pg_dsn(pg_server: str) -> Iterator[str]:
 @pytest.fixture
 async def js(nats_server: NatsServer) -> AsyncIterator[JetStreamContext]:
     """JetStream on the session's nats-server, its streams emptied of earlier tests' messages."""
-    async with fresh_bus(nats_server.url) as context:
+    async with fresh_bus(nats_server) as context:
         yield context
