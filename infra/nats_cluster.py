@@ -8,6 +8,7 @@ anonymous route), and every node fsyncs JetStream writes as ``sync_interval`` sa
 
 import json
 import secrets
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -20,6 +21,8 @@ from infra.process import StartedInWith, log_tail
 
 CLUSTER_NAME = "i2v"
 _POLL_S = 0.1
+_CONSTRUCTIONS = 3
+"""Fresh sets of ports a first start tries before it gives up."""
 
 
 @dataclass(frozen=True)
@@ -110,28 +113,46 @@ class NatsCluster(StartedInWith):
         )
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start every node and wait until the cluster's JetStream is healthy on each."""
-        if not self._cluster_ports:
-            self._cluster_ports = free_ports(self._size, self.host)
-            self.nodes = [
-                NatsServer(
-                    self.state_dir / name,
-                    host=self.host,
-                    binary=self._binary,
-                    config=self._node_config(i),
-                    sync_interval=self._sync_interval,
-                )
-                for i, name in enumerate(self.server_names)
-            ]
+        """Start every node and wait until the cluster's JetStream is healthy on each.
+
+        A first start picks the cluster ports and, should a node fail to start (another process may take
+        a port it was given while the nodes before it start), begins again on fresh ports and empty
+        folders, up to three times within ``timeout``: nothing holds a port of a cluster that never ran.
+        """
         deadline = time.monotonic() + timeout
-        try:
-            for node in self.nodes:
-                if not node.running:
-                    node.start(max(1.0, deadline - time.monotonic()))
-            self.wait_healthy(max(1.0, deadline - time.monotonic()))
-        except BaseException:
-            self.stop()
-            raise
+        first = not self._cluster_ports
+        for attempt in range(1, (_CONSTRUCTIONS if first else 1) + 1):
+            if first:
+                self._construct()
+            try:
+                for node in self.nodes:
+                    if not node.running:
+                        node.start(max(1.0, deadline - time.monotonic()))
+                self.wait_healthy(max(1.0, deadline - time.monotonic()))
+                return
+            except NatsServerError:
+                self.stop()
+                if not first or attempt == _CONSTRUCTIONS or time.monotonic() > deadline:
+                    raise
+            except BaseException:
+                self.stop()
+                raise
+
+    def _construct(self) -> None:
+        """Fresh cluster ports, and a node for each on an empty folder."""
+        for node in self.nodes:
+            shutil.rmtree(node.state_dir, ignore_errors=True)
+        self._cluster_ports = free_ports(self._size, self.host)
+        self.nodes = [
+            NatsServer(
+                self.state_dir / name,
+                host=self.host,
+                binary=self._binary,
+                config=self._node_config(i),
+                sync_interval=self._sync_interval,
+            )
+            for i, name in enumerate(self.server_names)
+        ]
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         """Return once every node's ``/healthz`` says JetStream is current; NatsServerError naming the first

@@ -9,6 +9,8 @@ from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore, minio_client
 from infra.seaweed import SeaweedS3
 
+pytest_plugins = ["pytester", "tests.machine_share"]
+
 
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:

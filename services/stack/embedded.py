@@ -42,7 +42,7 @@ import nats
 
 from infra.nats_cluster import NatsCluster, RouteAuth
 from infra.nats_server import NatsServer, NatsServerError
-from infra.ports import LOOPBACK, free_ports
+from infra.ports import LOOPBACK, free_ports, is_port_free
 from infra.process import log_tail, private_dir
 from infra.seaweed import SeaweedS3
 from services.bus.connection import nats_options, nats_servers
@@ -119,6 +119,7 @@ class EmbeddedStack:
     _shell: dict[str, str] = field(default_factory=dict)
     _logins: dict[str, NatsLogin] = field(default_factory=dict)
     _wrote_stack_file: bool = False
+    _gateway_port_given: bool = False
     _nats_retry_at: float = 0.0
 
     def __enter__(self) -> "EmbeddedStack":
@@ -152,6 +153,7 @@ class EmbeddedStack:
             ports = free_ports(len(children) + self.gateways)
             if "gateway" in self.services:
                 http = ports[len(children) :]
+                self._gateway_port_given = self.gateway_port is not None
                 self.gateway_port = http[0] if self.gateway_port is None else self.gateway_port
                 self.gateway_ports = [self.gateway_port, *http[1:]]
             self.metrics_ports = dict(zip(children, ports, strict=False))
@@ -377,10 +379,30 @@ class EmbeddedStack:
                     # wrong fails every try, and the last one's log is what the error shows.
                     log.warning("service %s exited with %s at start; starting it again", name, child.process.returncode)
                     self.say(f"service {name} exited with {child.process.returncode} at start; starting it again")
+                    self._repick_taken_ports(name)
                     self._spawn(name)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"services not ready in time: {', '.join(sorted(pending))}")
             time.sleep(0.1)
+
+    def _repick_taken_ports(self, name: str) -> None:
+        """Before a child that exited at start runs again, pick afresh each port the stack chose for it that
+        another process has taken since it was chosen (a gateway port the caller gave stays as given)."""
+        chosen = {*self.metrics_ports.values(), *self.gateway_ports}
+
+        def fresh() -> int:
+            while (port := free_ports(1)[0]) in chosen:
+                continue
+            chosen.add(port)
+            return port
+
+        if not is_port_free(self.metrics_ports[name]):
+            self.metrics_ports[name] = fresh()
+        replica = _replica_of(name)
+        ours = _service_of(name) == "gateway" and not (replica == 0 and self._gateway_port_given)
+        if ours and not is_port_free(self.gateway_ports[replica]):
+            self.gateway_ports[replica] = fresh()
+            self.gateway_port = self.gateway_ports[0]
 
     def supervise(self) -> None:
         """Restart children and nats-server nodes that died, with backoff; call this periodically."""

@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,9 +19,11 @@ from nats.js.api import StorageType, StreamConfig
 
 from contracts.params import GenerationParams
 from contracts.subjects import CANCEL_BUCKET, DLQ_STREAM, EVENTS_STREAM, WORK_STREAM
+from infra import nats_cluster
 from infra.nats_cluster import NatsCluster
 from infra.nats_server import NatsServer
 from infra.objectstore import MemoryObjectStore
+from infra.ports import free_ports
 from services.bus.connection import nats_servers
 from services.bus.streams import StreamReplicasError, ensure_streams
 from services.config import settings_from
@@ -83,6 +86,30 @@ def test_route_urls_into_the_config_and_each_node_routes_to_the_other_two(cluste
     assert f'listen: "127.0.0.1:{cluster._cluster_ports[0]}"' in config
     assert 'authorization { user: "route"' in config
     assert config.count(f"nats-route://route:{cluster.route_auth.password}@") == 2
+
+
+def test_a_cluster_port_taken_before_its_node_starts_gives_a_fresh_start_on_other_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process holds the port picked for the last node's routes (it took it while the first two
+    # nodes started): that node cannot listen, and the cluster begins again on fresh ports.
+    taken = socket.create_server(("127.0.0.1", 0))
+    taken_port = taken.getsockname()[1]
+    picks: list[list[int]] = []
+
+    def first_pick_taken(n: int, host: str) -> list[int]:
+        ports = free_ports(n, host)
+        if not picks:
+            ports[-1] = taken_port
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(nats_cluster, "free_ports", first_pick_taken)
+    with taken, NatsCluster(tmp_path / "cluster", 3) as cluster:
+        assert len(picks) == 2 and taken_port not in cluster._cluster_ports
+        assert "Error listening on router port" not in cluster.nodes[2].log_path.read_text()
+        for node in cluster.nodes:
+            assert _monitor(node, "/jsz")["meta_cluster"]["cluster_size"] == 3
 
 
 def test_a_route_without_the_password_is_refused(cluster: NatsCluster, tmp_path: Path) -> None:

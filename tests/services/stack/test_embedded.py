@@ -1,14 +1,19 @@
 """The embedded stack's settings: one source for its services, its own settings() and the CLI's state file."""
 
+import contextlib
 import os
+import socket
 import stat
 from pathlib import Path
 
+import httpx
 import pytest
 
 from infra.objectstore import minio_client
+from infra.ports import LOOPBACK, free_ports
 from services.billing.ledger import open_ledger
 from services.config import settings_from
+from services.stack import embedded
 from services.stack.embedded import LOCAL_ACCOUNT, LOCAL_ACCOUNT_POINTS, EmbeddedStack
 from services.stack.state_file import read_stack_file, stack_file
 
@@ -67,3 +72,34 @@ def test_shell_settings_reach_the_services_and_the_cli_alike(tmp_path: Path, mon
     assert folder_mode == 0o700  # data, logs, ledger and credentials: the owner's only
     assert not stack_file(state).exists()
     assert os.environ["I2V_NATS_URL"] == "nats://127.0.0.1:9"
+
+
+def test_a_port_taken_before_its_service_binds_it_is_picked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another process takes the ports chosen for billing's metrics and for the gateway between their
+    # choice and the services' start: each fails to bind, and runs again on a port picked afresh.
+    taken = [socket.create_server((LOOPBACK, 0)) for _ in range(2)]
+    taken_ports = [sock.getsockname()[1] for sock in taken]
+    picks: list[list[int]] = []
+
+    def first_pick_taken(n: int, host: str = LOOPBACK) -> list[int]:
+        ports = free_ports(n, host)
+        if n == 3 and not picks:  # billing, gateway's metrics, gateway's HTTP
+            ports[0], ports[2] = taken_ports
+        picks.append(ports)
+        return ports
+
+    monkeypatch.setattr(embedded, "free_ports", first_pick_taken)
+    with contextlib.ExitStack() as held:
+        for sock in taken:
+            held.enter_context(sock)
+        with EmbeddedStack(tmp_path / "state", services=("billing", "gateway")) as stack:
+            ports = (stack.metrics_ports["billing"], stack.gateway_port)
+            health = httpx.get(f"{stack.gateway_url}/healthz", timeout=10)
+            billing = httpx.get(stack.metrics_urls["billing"].replace("/metrics", "/healthz"), timeout=10)
+            log = stack.log_path("billing").read_text()
+    assert picks[0][0] == taken_ports[0] and picks[0][2] == taken_ports[1]
+    assert not set(ports) & set(taken_ports)
+    assert health.status_code == 200 and billing.status_code == 200
+    assert "address already in use" in log.lower()

@@ -2,7 +2,10 @@
 to the embedded stack (tiny model), as a warm service sees it. The warm-up is two jobs submitted together,
 so the stages have been measured both alone and side by side (as they run in a batch).
 
-bench/eta_accuracy.py runs this check several times and prints the figures."""
+It is marked ``alone``: on several workers no other test runs beside it (tests/machine_share.py), since
+another test's load, starting or stopping between the warm-up and the batch, is nothing the ETA can
+foresee. The figures of its last run are kept in test-artifacts/eta-accuracy.txt; bench/eta_accuracy.py
+runs the check several times and prints them."""
 
 import asyncio
 import statistics
@@ -19,11 +22,13 @@ from services.gateway.auth import hash_api_key, new_api_key
 from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
 from tests.stacks import HARBOR
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.alone]
 
 BATCH = 8
 # Steps alternate so the ETA has to scale the measured latent time, not only count the jobs ahead.
 STEPS = (3, 6)
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+"""Where the last run's figures are kept (eta-accuracy.txt)."""
 GOAL = 0.25
 """The median |ETA error| at submit, relative to the time from submit to the job's end (issue 11)."""
 
@@ -103,5 +108,8 @@ async def test_the_eta_at_submit_is_within_a_quarter_of_the_real_wait_for_most_o
     with eta_stack(tmp_path / "state") as stack:
         guesses = await eta_errors(stack)
     median = statistics.median(g.error for g in guesses)
-    print(f"ETA/actual at submit: {report(guesses)}; median error {median:.0%}")
+    line = f"ETA/actual at submit: {report(guesses)}; median error {median:.0%}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "eta-accuracy.txt").write_text(line + "\n")
+    print(line)
     assert median <= GOAL, f"median ETA error {median:.0%}: {report(guesses)}"
