@@ -2,8 +2,9 @@
 
 Each service's composition root is built without connecting (nothing connects at build time), and
 the brokers' subscriptions, with the contracts they carry, are combined into one document, together
-with what the gateway itself publishes and follows, and the webhooks the webhooks service POSTs
-(``services.webhooks.document``: each event's body and the signature headers).
+with what the gateway itself publishes and follows, the webhooks service's own durable consumer of the
+events, and the webhooks it POSTs (``services.webhooks.document``: each event's body and the signature
+headers).
 """
 
 import functools
@@ -58,8 +59,8 @@ def bus_document() -> dict[str, Any]:
     """
     settings = Settings(nats_url=_NOWHERE, s3_endpoint="http://127.0.0.1:8333", trace_file=None, ready_file=None)
     brokers = [_gateway_broker()]
-    for stage in PIPELINE_ORDER:
-        module = importlib.import_module(f"services.{stage.value}.app")
+    for service in (*(stage.value for stage in PIPELINE_ORDER), "webhooks"):
+        module = importlib.import_module(f"services.{service}.app")
         brokers.append(module.build_app(settings).broker)
     spec = AsyncAPI(
         *brokers,

@@ -71,6 +71,7 @@ def build_app(settings: Settings, *, ledger: DeliveryLog | None = None, store: O
             max_ack_pending=_MAX_PENDING,
         ),
         ack_policy=AckPolicy.MANUAL,
+        title="webhooks:OnEvent",
         description="POST each job's events to its webhook, signed with the account's secret",
         inbox_prefix=subscriber_inbox(settings),
     )

@@ -9,7 +9,7 @@ import pytest
 from nats.js import JetStreamContext
 
 from contracts.stages import Stage
-from contracts.subjects import TERMINAL_EVENTS_FILTER
+from contracts.subjects import EVENTS_SUBJECTS, TERMINAL_EVENTS_FILTER
 from infra.nats_server import NatsServer
 from services.billing.app import build_app
 from services.billing.ledger import open_ledger
@@ -43,6 +43,9 @@ def test_the_asyncapi_document_is_built_without_opening_the_ledger(
     addresses = {channel["address"] for channel in document["channels"].values()}
     # Every service's consumers, billing's settlement included.
     assert {f"i2v.work.{stage}" for stage in Stage} | {TERMINAL_EVENTS_FILTER} <= addresses
+    # The webhooks service's durable consumer of every event, beside the gateway's.
+    followers = {name for name, channel in document["channels"].items() if channel["address"] == EVENTS_SUBJECTS}
+    assert followers == {"i2v.events.>:OnEvent", "webhooks:OnEvent"}
     assert not (tmp_path / "no").exists()  # nothing was created on the way
 
 
