@@ -277,6 +277,37 @@ def test_extending_a_clip_twice_continues_its_frames(running: Running, finished:
     assert np.abs(two[8:].astype(int) - one[-1].astype(int)).mean() > 2.0  # and then moves on
 
 
+def test_an_extension_sent_again_with_its_idempotency_key_is_the_same_job(
+    running: Running, finished: tuple[str, Path]
+) -> None:
+    parent, _ = finished
+    key = new_api_key()
+    open_ledger(running.stack.settings().resolved_ledger_dsn()).set_api_key_hash(LOCAL_ACCOUNT, hash_api_key(key))
+    url, auth = running.stack.gateway_url, {"Authorization": f"Bearer {key}"}
+
+    def extensions() -> set[str]:
+        page = httpx.get(f"{url}/v1/jobs", params={"limit": 100}, headers=auth).json()
+        return {job["id"] for job in page["items"] if job["extends"] == parent}
+
+    before = extensions()
+    sent = {**auth, "Idempotency-Key": "extend-1"}
+    first = httpx.post(f"{url}/v1/jobs/{parent}/extend", json={"duration": 1, "steps": 2}, headers=sent)
+    # The same fields in another order: the same request, so the same extension, made once.
+    again = httpx.post(f"{url}/v1/jobs/{parent}/extend", json={"steps": 2, "duration": 1}, headers=sent)
+    changed = httpx.post(f"{url}/v1/jobs/{parent}/extend", json={"duration": 2}, headers=sent)
+    made = extensions() - before
+    httpx.post(f"{url}/v1/jobs/{first.json()['id']}/cancel", headers=auth)
+
+    assert first.status_code == 202, first.text
+    assert "idempotent-replayed" not in first.headers
+    assert again.status_code == 202, again.text
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+    assert made == {first.json()["id"]}
+    assert changed.status_code == 422, changed.text
+    assert changed.json()["error"]["code"] == "idempotency_key_reused"
+    assert changed.json()["error"]["details"] == {"job_id": first.json()["id"]}
+
+
 def test_extending_is_refused_in_one_line(running: Running, finished: tuple[str, Path]) -> None:
     demo_job, _ = finished
     key = api_key(running.stack, 1000)

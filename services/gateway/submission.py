@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import warnings
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -384,13 +385,28 @@ async def submit(
     behind when queueing fails: the index row, its key and whatever was stored are removed. A job with a
     ``preset`` has its image checked and looked at before it is priced: the preset's values set the price.
     """
+    return await once(
+        gateway, account, idempotency, lambda: _admit(gateway, account, image, params, idempotency, webhook, variations)
+    )
+
+
+async def once(
+    gateway: Gateway,
+    account: str,
+    idempotency: Idempotency | None,
+    admit: Callable[[], Awaitable[list[JobView]]],
+) -> tuple[list[JobView], bool]:
+    """``admit()``'s jobs and True; or, when ``idempotency``'s key already made jobs for the same request
+    within the window, those jobs and False, whatever ``admit`` would say now (422 for another request).
+    ``admit`` records the key with its jobs (``JobsIndex.add_if_room``), so that of twins sent at once one
+    makes the jobs and the others answer them."""
     if idempotency is None:
-        return await _admit(gateway, account, image, params, None, webhook, variations), True
+        return await admit(), True
     earlier = await _idempotent_job(gateway, account, idempotency)
     if earlier is not None:
         return earlier, False
     try:
-        return await _admit(gateway, account, image, params, idempotency, webhook, variations), True
+        return await admit(), True
     except (ApiError, IdempotencyKeyUsedError) as exc:
         # A twin of this request may have made the job meanwhile (and taken the slot or the points).
         earlier = await _idempotent_job(gateway, account, idempotency)
@@ -538,11 +554,23 @@ def extension_of(view: JobView, frames: ObjectRef, fields: dict[str, Any]) -> tu
     return params, extends
 
 
+def extension_fingerprint(parent_id: str, fields: Mapping[str, Any]) -> str:
+    """What an extension request asked for: the job it extends and its fields, however they were ordered."""
+    asked = json.dumps({"extends": parent_id, "fields": fields}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(asked.encode()).hexdigest()
+
+
 async def submit_extension(
-    gateway: Gateway, account: str, params: GenerationParams, extends: Extension, webhook: Webhook | None
+    gateway: Gateway,
+    account: str,
+    params: GenerationParams,
+    extends: Extension,
+    webhook: Webhook | None,
+    idempotency: Idempotency | None = None,
 ) -> JobView:
     """Queue an extension as :func:`submit` queues a job, with no picture to check: priced as its new segment
-    alone at the parent's size, against the balance and the account's unfinished jobs."""
+    alone at the parent's size, against the balance and the account's unfinished jobs. ``idempotency``'s
+    key is recorded with it (:func:`once` answers it again)."""
     price = price_points(params, extends.width, extends.height)
     balance = await anyio.to_thread.run_sync(_balance_of, gateway, account)
     if balance < price:
@@ -558,7 +586,7 @@ async def submit_extension(
         job_id=new_job_id(), account=account, params=params.with_resolved_seed(), webhook=webhook, extends=extends
     )
     view = JobView.submitted(spec, price)
-    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, None)
+    active = await anyio.to_thread.run_sync(gateway.index.add_if_room, view, limit, idempotency)
     if active is not None:
         _refuse_past_limit(active, limit)
     try:

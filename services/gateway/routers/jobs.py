@@ -27,8 +27,10 @@ from services.gateway.schemas import BatchResource, JobLinks, JobPage, JobResour
 from services.gateway.submission import (
     body_type,
     extension_body,
+    extension_fingerprint,
     extension_of,
     fingerprint,
+    once,
     openapi_body,
     params_from,
     read_extension,
@@ -41,6 +43,18 @@ from services.gateway.submission import (
 from services.jobclient import JobNotFoundError, JobStateError, stored_frames
 
 log = logging.getLogger("i2v.gateway")
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="the same key (and request) again within 24 hours answers the job it first made,"
+        " charged once; the key with a different request is 422",
+    ),
+]
+"""The ``Idempotency-Key`` header of the requests that make jobs."""
 
 router = APIRouter(
     prefix="/v1/jobs",
@@ -92,16 +106,7 @@ async def submit_job(
     request: Request,
     account: CurrentAccount,
     gateway: GatewayDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="the same key (and request) again within 24 hours answers the job it first made,"
-            " charged once; the key with a different request is 422",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
     prefer: Annotated[
         str | None,
         Header(
@@ -297,7 +302,11 @@ async def replay_job(
             "headers": _PREFERENCE_APPLIED,
         },
         402: {"model": ErrorResponse, "description": "the account's points do not cover the new segment's price"},
-        409: {"model": ErrorResponse, "description": "the job has not completed, or its files were deleted"},
+        409: {
+            "model": ErrorResponse,
+            "description": "the job has not completed, or its files were deleted, or a twin request with this"
+            " Idempotency-Key just failed",
+        },
         415: {"model": ErrorResponse, "description": "a body that is not JSON"},
         429: {"model": ErrorResponse, "description": "too many unfinished jobs"},
         503: {"model": ErrorResponse, "description": "the job could not be queued; nothing was kept"},
@@ -308,6 +317,7 @@ async def extend_job(
     view: OwnJob,
     account: CurrentAccount,
     gateway: GatewayDep,
+    idempotency_key: IdempotencyKey = None,
     prefer: Annotated[
         str | None,
         Header(description="`wait=N`: as on `POST /v1/jobs`, hold the answer until the extension ends (N ≤ 60)"),
@@ -317,21 +327,32 @@ async def extend_job(
     by the new ones (the shared frame once), lasting both durations together. The body's fields are the new
     segment's (`duration`, `seed`, `steps`, motion, guidance...), the parent's where not given, with a new random
     seed unless one is given; the model, fps, size, format and quality are the parent's (another value is
-    422). The price is the new segment's alone. An extension can be extended in turn."""
+    422). The price is the new segment's alone. An extension can be extended in turn. `Idempotency-Key` works
+    as on `POST /v1/jobs`: the same key and request (the same job extended, the same fields) within 24 hours
+    answer the extension it first made."""
     fields = await read_extension(request)
-    if view.status != JobStatus.SUCCEEDED:
-        raise ApiError(
-            409, "cannot_extend", f"job {view.job_id} is {view.status}; only a completed job can be extended"
-        )
-    webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
-    frames = None
-    if not view.deleted:
-        frames = await anyio.to_thread.run_sync(stored_frames, gateway.store, view.job_id, view.generation, view.frames)
-    if frames is None:
-        raise ApiError(409, "cannot_extend", f"job {view.job_id}'s files were deleted; it cannot be extended")
-    params, extends = extension_of(view, frames, fields)
-    extension = await submit_extension(gateway, account, params, extends, webhook)
+    idempotency = Idempotency(idempotency_key, extension_fingerprint(view.job_id, fields)) if idempotency_key else None
+
+    async def extend() -> list[JobView]:
+        if view.status != JobStatus.SUCCEEDED:
+            raise ApiError(
+                409, "cannot_extend", f"job {view.job_id} is {view.status}; only a completed job can be extended"
+            )
+        webhook = await webhook_from(fields, allow_private=gateway.settings.webhook_allow_private)
+        frames = None
+        if not view.deleted:
+            frames = await anyio.to_thread.run_sync(
+                stored_frames, gateway.store, view.job_id, view.generation, view.frames
+            )
+        if frames is None:
+            raise ApiError(409, "cannot_extend", f"job {view.job_id}'s files were deleted; it cannot be extended")
+        params, extends = extension_of(view, frames, fields)
+        return [await submit_extension(gateway, account, params, extends, webhook, idempotency)]
+
+    (extension,), new = await once(gateway, account, idempotency, extend)
     headers = {"Location": JobLinks.of(extension.job_id).self}
+    if not new:
+        headers["Idempotent-Replayed"] = "true"
     wait_s = wait_preference(request.headers.getlist("prefer"))
     if wait_s is not None:
         extension = await _until_ended(gateway, extension, wait_s)
