@@ -24,11 +24,14 @@ from tests.services.stack.test_eta import GOAL, eta_errors, eta_stack, report  #
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="fresh stacks to run the check on (default 3)")
+    parser.add_argument(
+        "--one-by-one", action="store_true", help="submit the batch one job after another instead of all at once"
+    )
     args = parser.parse_args()
     medians = []
     for run in range(1, args.runs + 1):
         with tempfile.TemporaryDirectory() as folder, eta_stack(Path(folder) / "state") as stack:
-            guesses = asyncio.run(eta_errors(stack))
+            guesses = asyncio.run(eta_errors(stack, together=not args.one_by_one))
         median = statistics.median(g.error for g in guesses)
         medians.append(median)
         print(f"run {run}: ETA/actual at submit: {report(guesses)}; median error {median:.0%}", flush=True)

@@ -521,6 +521,10 @@ class Estimator:
         if view.terminal:
             return Standing()
         lines = await self.queues.lines(newer_than=view.created_at.timestamp())
+        if not any(item.job_id == view.job_id for line in lines.values() for item in line):
+            # A submit publishes its command a moment after it makes the job: another request may have read
+            # the lines in between. Read them again, once, rather than leave the job without a place.
+            lines = await self.queues.lines(newer_than=time.time())
         for line in lines.values():
             for item in line:
                 if item.size is not None:

@@ -255,6 +255,14 @@ async def test_queue_position_counts_the_commands_ahead_on_the_stage_subject(tmp
             assert late.job_id not in {q.job_id for q in (await queues.lines())[Stage.LATENT]}
             found = await queues.lines(newer_than=late.submitted_at.timestamp())
             assert late.job_id in {q.job_id for q in found[Stage.LATENT]}
+            # A job made before another request's read of the lines, its command published after that read
+            # (a submit publishes a moment after it makes the job): looked for again, not left without a place.
+            estimator = Estimator(WorkQueues(js, cache_s=60.0), params_of=lambda _: None)
+            slow = _spec(10)
+            await estimator.queues.lines()
+            command = PointsReserved(job=slow, image=_image(), width=64, height=64, price=8)
+            await js.publish(work_subject(Stage.LATENT), command.model_dump_json().encode())
+            assert (await estimator.standing(JobView.submitted(slow))).queue_position == 3
         finally:
             await nc.close()
 

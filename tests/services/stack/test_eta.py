@@ -1,6 +1,7 @@
 """The ETA a job is given when it is submitted, against when it really ends: a batch of 8 submitted together
-to the embedded stack (tiny model), as a warm service sees it. The warm-up is two jobs submitted together,
-so the stages have been measured both alone and side by side (as they run in a batch).
+(at once, each asking its job's ETA as soon as its own submit is answered) to the embedded stack (tiny
+model), as a warm service sees it. The warm-up is two jobs submitted together, so the stages have been
+measured both alone and side by side (as they run in a batch).
 
 It is marked ``alone``: on several workers no other test runs beside it (tests/machine_share.py), since
 another test's load, starting or stopping between the warm-up and the batch, is nothing the ETA can
@@ -73,9 +74,10 @@ async def _ended(client: httpx.AsyncClient, job_ids: list[str]) -> dict[str, flo
     return ended
 
 
-async def eta_errors(stack: EmbeddedStack) -> list[Guess]:
-    """Warm the stack with two jobs submitted together, then submit a batch, each job asked its ETA right
-    after its submit; every guess with the time its job was seen ended."""
+async def eta_errors(stack: EmbeddedStack, together: bool = True) -> list[Guess]:
+    """Warm the stack with two jobs submitted together, then submit a batch, all at once (``together``) or one
+    after another, each job asked its ETA right after its submit; every guess with the time its job was seen
+    ended."""
     key = new_api_key()
     open_ledger(stack.settings().resolved_ledger_dsn()).create_account("eta-batch", 10_000, hash_api_key(key))
     async with httpx.AsyncClient(
@@ -86,12 +88,16 @@ async def eta_errors(stack: EmbeddedStack) -> list[Guess]:
         assert (await client.get(f"/v1/jobs/{warm_up[0]}")).json()["eta_s"] is None
         await _ended(client, warm_up)
 
-        guesses = []
-        for n in range(BATCH):
+        async def guess(n: int) -> Guess:
             job_id = await _submit(client, STEPS[n % 2])
             job = (await client.get(f"/v1/jobs/{job_id}")).json()
             assert job["eta_s"] is not None, job
-            guesses.append(Guess(job_id, STEPS[n % 2], time.monotonic(), job["eta_s"]))
+            return Guess(job_id, STEPS[n % 2], time.monotonic(), job["eta_s"])
+
+        if together:
+            guesses = list(await asyncio.gather(*(guess(n) for n in range(BATCH))))
+        else:
+            guesses = [await guess(n) for n in range(BATCH)]
         ended = await _ended(client, [guess.job_id for guess in guesses])
     return [Guess(g.job_id, g.steps, g.asked_at, g.eta_s, ended[g.job_id]) for g in guesses]
 
