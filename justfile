@@ -12,10 +12,12 @@ demo image="examples/harbor.png" output="out/demo.mp4":
     mkdir -p "$(dirname '{{output}}')"
     {{bin}}/i2v generate '{{image}}' -o '{{output}}' --state-dir .i2v/demo
 
-# Run the whole test suite (slow tests included, as CI does), on two workers, a test file each at a time.
+# Run the whole test suite (slow tests included, as CI does), on two workers, a test file each at a time;
+# then the timing checks marked alone, by themselves (tests/alone.py).
 test *args:
     @just setup
-    {{bin}}/pytest -n 2 --dist loadfile "$@"
+    {{bin}}/pytest -n 2 --dist loadfile --alone=skip "$@"
+    {{bin}}/pytest --alone=only "$@"
 
 # Lint and type-check.
 check:

@@ -9,7 +9,7 @@ from infra.nats_server import NatsServer
 from infra.objectstore import S3ObjectStore, minio_client
 from infra.seaweed import SeaweedS3
 
-pytest_plugins = ["pytester", "tests.machine_share"]
+pytest_plugins = ["pytester", "tests.alone"]
 
 
 @pytest.fixture(scope="session")

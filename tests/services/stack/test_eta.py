@@ -3,10 +3,10 @@
 model), as a warm service sees it. The warm-up is two jobs submitted together, so the stages have been
 measured both alone and side by side (as they run in a batch).
 
-It is marked ``alone``: on several workers no other test runs beside it (tests/machine_share.py), since
-another test's load, starting or stopping between the warm-up and the batch, is nothing the ETA can
-foresee. The figures of its last run are kept in test-artifacts/eta-accuracy.txt; bench/eta_accuracy.py
-runs the check several times and prints them."""
+It is marked ``alone``: ``just test`` runs it by itself once the two workers running the rest have gone
+(tests/alone.py), since another test's load, starting or stopping between the warm-up and the batch, is
+nothing the ETA can foresee. The figures of its last run are kept in test-artifacts/eta-accuracy.txt;
+bench/eta_accuracy.py runs the check several times and prints them."""
 
 import asyncio
 import statistics
