@@ -1,4 +1,4 @@
-"""The ETA's accuracy at submit, several times over: what tests.services.stack.test_eta.py does once
+"""The ETA's accuracy at submit, several times over: what tests/services/stack/test_eta.py does once
 (a warm-up pair, then a batch of 8 tiny jobs submitted together, each asked its ETA right after its submit).
 
 Prints, per run, every job's ETA against the time it really took from its submit to its end, with the

@@ -17,6 +17,8 @@ from services.stack.embedded import WITH_WEBHOOKS, EmbeddedStack
 
 ROOT = Path(__file__).resolve().parents[1]
 HARBOR = ROOT / "examples" / "harbor.png"
+ARTIFACTS = ROOT / "test-artifacts"
+"""What tests keep for people to look at: the page's screenshots, the ETA check's figures."""
 I2V = Path(sys.executable).parent / "i2v"
 
 # A short ack deadline so a killed worker's command comes back quickly; heartbeats keep live work alive.

@@ -14,6 +14,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
+from tests.stacks import ARTIFACTS, ROOT
+
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -27,8 +29,6 @@ CHROMIUM_ARGS = [
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not Path(CHROMIUM).exists(), reason="needs Debian's chromium: apt-get install -y chromium"
 )
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "test-artifacts"
 
 
 @dataclass

@@ -7,8 +7,9 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.async_api import Page, Request, async_playwright
 
-from tests.browser.page_driver import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
+from tests.browser.page_driver import CHROMIUM, CHROMIUM_ARGS, NEEDS_CHROMIUM
 from tests.services.gateway.conftest import RunningGateway
+from tests.stacks import ARTIFACTS
 
 pytestmark = [
     pytest.mark.slow,

@@ -13,13 +13,13 @@ from services.gateway.auth import hash_api_key, new_api_key
 from services.stack.embedded import EmbeddedStack
 from tests.browser.page_driver import (
     NEEDS_CHROMIUM,
-    ROOT,
     cancel_then_run_again,
     generate_through_page,
     generate_with_video_options,
     review_findings,
     suggest_use_and_reload,
 )
+from tests.stacks import ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

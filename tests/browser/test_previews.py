@@ -4,8 +4,9 @@
 import pytest
 
 from services.stack.embedded import EmbeddedStack
-from tests.browser.page_driver import NEEDS_CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
+from tests.browser.page_driver import NEEDS_CHROMIUM, PageRun, _fill_form, logged_in_page
 from tests.browser.test_page import api_key
+from tests.stacks import ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,8 +9,9 @@ import pytest
 
 from contracts.params import MAX_SEED
 from services.stack.embedded import EmbeddedStack
-from tests.browser.page_driver import ARTIFACTS, NEEDS_CHROMIUM, ROOT, PageRun, _fill_form, logged_in_page
+from tests.browser.page_driver import NEEDS_CHROMIUM, PageRun, _fill_form, logged_in_page
 from tests.browser.test_page import api_key
+from tests.stacks import ARTIFACTS, ROOT
 
 pytestmark = [
     pytest.mark.slow,

@@ -21,15 +21,13 @@ import pytest
 from services.billing.ledger import open_ledger
 from services.gateway.auth import hash_api_key, new_api_key
 from services.stack.embedded import WITH_GATEWAY, EmbeddedStack
-from tests.stacks import HARBOR
+from tests.stacks import ARTIFACTS, HARBOR
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.alone]
 
 BATCH = 8
 # Steps alternate so the ETA has to scale the measured latent time, not only count the jobs ahead.
 STEPS = (3, 6)
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-"""Where the last run's figures are kept (eta-accuracy.txt)."""
 GOAL = 0.25
 """The median |ETA error| at submit, relative to the time from submit to the job's end (issue 11)."""
 
